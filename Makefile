@@ -1,0 +1,65 @@
+# The README's commands. Each target sets up what it needs: a .venv with torch, then the
+# build of fastlayers._C (incremental: ninja rebuilds only what changed).
+#   make demo    the main job: info, check against torch, quick benchmark
+#   make test    C++ kernel tests (ctest) and the pytest suite
+#   make bench   every op's benchmark against torch
+
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_SPEC  ?= torch==2.14.1
+CUDA_HOME   ?= /usr/local/cuda
+# CI and this machine need only sm_90; wheels default to "8.0;9.0+PTX" (setup.py).
+TORCH_CUDA_ARCH_LIST ?= 9.0
+MAX_JOBS    ?= $(shell nproc)
+export CUDA_HOME TORCH_CUDA_ARCH_LIST MAX_JOBS
+
+# ccache where present: for g++ through its masquerade directory, for nvcc through torch's
+# PYTORCH_NVCC hook.
+ifneq ($(wildcard /usr/lib/ccache/g++),)
+export PATH := /usr/lib/ccache:$(PATH)
+export PYTORCH_NVCC ?= ccache $(CUDA_HOME)/bin/nvcc
+endif
+
+.PHONY: venv build test test-cpp test-py demo bench lint format clean
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pytest pytest-timeout ninja ruff clang-format tqdm
+	touch $@
+
+build: venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+test-cpp:
+	cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build build/cmake
+	ctest --test-dir build/cmake --output-on-failure
+
+test-py: build
+	FASTLAYERS_STRICT=1 $(PY) -m pytest -q tests --durations=10
+
+test: test-cpp test-py
+
+demo: build
+	$(PY) -m fastlayers demo
+
+bench: build
+	$(PY) -m fastlayers bench
+
+CXX_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+
+lint: venv
+	$(VENV)/bin/ruff check python tests bench setup.py
+	$(VENV)/bin/ruff format --check python tests bench setup.py
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
+
+format: venv
+	$(VENV)/bin/ruff check --fix python tests bench setup.py
+	$(VENV)/bin/ruff format python tests bench setup.py
+	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
+
+clean:
+	rm -rf build dist python/*.egg-info python/fastlayers/_C*.so python/fastlayers/_build_info.py

@@ -1,0 +1,55 @@
+// Instruction-set variants of the CPU kernels. Each kernel source is compiled once per
+// variant (the *_avx2.cpp / *_avx512.cpp wrappers set a target pragma), and the entry
+// point picks the best variant the running CPU supports, once.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+#include <vector>
+
+#include "fastlayers/parallel.h"
+#include "fastlayers/types.h"
+
+// The AVX variants need GCC's per-function target pragmas and an x86-64 target.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FL_CPU_X86_VARIANTS 1
+#else
+#define FL_CPU_X86_VARIANTS 0
+#endif
+
+namespace fl {
+namespace cpu {
+
+enum class Isa { kBase, kAvx2, kAvx512 };
+
+inline Isa detect_isa() {
+#if FL_CPU_X86_VARIANTS
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBase;
+}
+
+inline Isa runtime_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+inline const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
+}  // namespace cpu
+}  // namespace fl

@@ -1,0 +1,37 @@
+"""`python -m fastlayers bench`: every op's benchmark, side by side with torch.
+
+The benchmark scripts live in the source tree's bench/ folder (bench_<op>.py, each with
+run(device, quick) -> rows); this command finds that folder next to the package.
+"""
+
+import importlib
+import os
+import sys
+
+import torch
+
+BENCHES = ["maxpool"]
+
+
+def _bench_root():
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(os.path.join(here, "..", "..", ".."))
+    if not os.path.isdir(os.path.join(root, "bench")):
+        raise SystemExit("python -m fastlayers bench needs the fastlayers source tree (its bench/ folder)")
+    return root
+
+
+def run(device=None, quick=False, json_path=None) -> int:
+    root = _bench_root()
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    common = importlib.import_module("bench.common")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for name in BENCHES:
+        module = importlib.import_module(f"bench.bench_{name}")
+        rows.extend(module.run(device, quick))
+    common.print_table(rows)
+    if json_path:
+        common.write_json(rows, json_path, common.environment(device))
+    return 0

@@ -1,0 +1,81 @@
+"""`python -m fastlayers check`: every op against torch on every available device.
+
+A fixed set of cases per op; prints a pass/fail table and returns non-zero on any failure.
+A user runs it after installing on a new machine. Each new op adds its checks to CHECKS.
+"""
+
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+import fastlayers.functional as FF
+from fastlayers.ops import max_pool2d as mp
+
+
+def _devices():
+    devices = ["cpu"]
+    if torch.cuda.is_available() and fastlayers_has_cuda():
+        devices.append("cuda")
+    return devices
+
+
+def fastlayers_has_cuda() -> bool:
+    import fastlayers
+
+    return bool(fastlayers.build_info()["with_cuda"])
+
+
+def _check_max_pool2d(device, dtype, layout, kwargs, shape):
+    x = torch.randn(shape, device=device).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    out, idx = FF.max_pool2d(x, return_indices=True, **kwargs)
+    ref, ref_idx = F.max_pool2d(x, return_indices=True, **kwargs)
+    if not (torch.equal(out, ref) and torch.equal(idx, ref_idx)):
+        return "forward differs"
+    grad = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, x, grad)
+    (gr,) = torch.autograd.grad(ref, x, grad)
+    tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5
+    if not torch.allclose(g.float(), gr.float(), rtol=tol, atol=tol):
+        return "backward differs"
+    return None
+
+
+def _max_pool2d_cases(device):
+    dtypes = mp.CPU_DTYPES if device == "cpu" else mp.CUDA_DTYPES
+    configs = [
+        ((4, 16, 17, 19), dict(kernel_size=3, stride=2, padding=1)),
+        ((2, 8, 13, 13), dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1), ceil_mode=True)),
+    ]
+    for dtype in dtypes:
+        for layout in ("contiguous", "channels_last"):
+            for shape, kwargs in configs:
+                label = f"{str(dtype).split('.')[-1]} {layout} {'x'.join(map(str, shape))} {kwargs}"
+                yield label, lambda d=dtype, lay=layout, k=kwargs, s=shape: _check_max_pool2d(device, d, lay, k, s)
+
+
+CHECKS = {"max_pool2d": _max_pool2d_cases}
+
+
+def run() -> int:
+    torch.manual_seed(0)
+    rows, failures = [], 0
+    for op, cases in CHECKS.items():
+        for device in _devices():
+            for label, fn in cases(device):
+                try:
+                    err = fn()
+                except Exception as e:  # a crash is a failure to report, not to hide
+                    err = f"{type(e).__name__}: {e}".splitlines()[0]
+                    traceback.print_exc()
+                failures += err is not None
+                rows.append((op, device, label, "PASS" if err is None else f"FAIL ({err})"))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'op':<{w[0]}}  {'device':<{w[1]}}  {'case':<{w[2]}}  result")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    print(f"{len(rows) - failures} passed, {failures} failed")
+    return 1 if failures else 0

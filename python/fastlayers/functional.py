@@ -1,0 +1,12 @@
+"""fastlayers ops with the signatures of :mod:`torch.nn.functional`."""
+
+from fastlayers.ops.max_pool2d import max_pool2d
+
+__all__ = ["max_pool2d", "max_pool2d_with_indices"]
+
+
+def max_pool2d_with_indices(
+    input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=True
+):
+    """As :func:`torch.nn.functional.max_pool2d_with_indices`: values and indices."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)

@@ -1,0 +1,5 @@
+"""Drop-in replacements for torch.nn layers, backed by fastlayers kernels."""
+
+from fastlayers.nn.pool import MaxPool2d
+
+__all__ = ["MaxPool2d"]
