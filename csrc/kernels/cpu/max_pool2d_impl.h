@@ -90,7 +90,10 @@ void fwd_nchw(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s.W * s.kh));
   pfor(0, rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> buf(PW, kNegInf), m(s.OW);
-    std::vector<int64_t> mi(kIdx ? s.OW : 0);
+    std::vector<int64_t> mi(kIdx ? s.OW : 0), first_w(kIdx ? s.OW : 0);
+    if (kIdx)  // first valid column of each window: the same for every row
+      for (int64_t ow = 0; ow < s.OW; ++ow)
+        first_w[ow] = window(ow, s.sw, s.pw, s.kw, s.dw, s.W).start;
     A* c = buf.data() + s.pw;  // c[w] for w in [-pw, PW - pw)
     for (int64_t r = begin; r < end; ++r) {
       const int64_t plane = r / s.OH, oh = r % s.OH;
@@ -99,8 +102,7 @@ void fwd_nchw(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
       std::fill(m.begin(), m.end(), kNegInf);
       if (kIdx) {
         // Rows in order, taps in order: torch's row-major scan, per output.
-        for (int64_t ow = 0; ow < s.OW; ++ow)
-          mi[ow] = th.start * s.W + window(ow, s.sw, s.pw, s.kw, s.dw, s.W).start;
+        for (int64_t ow = 0; ow < s.OW; ++ow) mi[ow] = th.start * s.W + first_w[ow];
         for (int64_t h = th.start; h < th.end; h += s.dh) {
           const T* row = src + h * s.W;
           for (int64_t w = 0; w < s.W; ++w) c[w] = load(row + w);

@@ -79,21 +79,18 @@ __global__ void __launch_bounds__(kThreads) max_pool2d_fwd_nchw(MaxPool2dFwdPara
     int64_t h0, h1;
     window(oh, s.sh, s.ph, s.kh, s.dh, s.H, h0, h1);
     float m[V];
-    int64_t mi[V];
+    int64_t mi[V], w0[V], w1[V];  // V > 1 only when V divides OW: all lanes valid
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       m[v] = -INFINITY;
-      int64_t w0, w1;
-      window(ow0 + v, s.sw, s.pw, s.kw, s.dw, s.W, w0, w1);
-      mi[v] = h0 * s.W + w0;
+      window(ow0 + v, s.sw, s.pw, s.kw, s.dw, s.W, w0[v], w1[v]);
+      mi[v] = h0 * s.W + w0[v];
     }
     for (int64_t h = h0; h < h1; h += s.dh) {
       const T* line = src + h * s.W;
 #pragma unroll
-      for (int v = 0; v < V; ++v) {  // V > 1 only when V divides OW: all lanes valid
-        int64_t w0, w1;
-        window(ow0 + v, s.sw, s.pw, s.kw, s.dw, s.W, w0, w1);
-        for (int64_t w = w0; w < w1; w += s.dw) {
+      for (int v = 0; v < V; ++v) {
+        for (int64_t w = w0[v]; w < w1[v]; w += s.dw) {
           const float x = to_f(line[w]);
           if (takes(x, m[v])) {
             m[v] = x;

@@ -11,19 +11,11 @@ import torch.nn.functional as F
 
 import fastlayers.functional as FF
 from fastlayers.ops import max_pool2d as mp
+from fastlayers.ops._common import cuda_built
 
 
 def _devices():
-    devices = ["cpu"]
-    if torch.cuda.is_available() and fastlayers_has_cuda():
-        devices.append("cuda")
-    return devices
-
-
-def fastlayers_has_cuda() -> bool:
-    import fastlayers
-
-    return bool(fastlayers.build_info()["with_cuda"])
+    return ["cpu", "cuda"] if torch.cuda.is_available() and cuda_built() else ["cpu"]
 
 
 def _check_max_pool2d(device, dtype, layout, kwargs, shape):
