@@ -7,8 +7,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -22,20 +24,36 @@
 #define FL_CPU_X86_VARIANTS 0
 #endif
 
+// GCC's generic vector extensions (vector_size, __builtin_shuffle, __builtin_convertvector)
+// for loops the auto-vectoriser misses; lowered to the instruction set of each variant.
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_CPU_VECTOR_EXT 1
+#else
+#define FL_CPU_VECTOR_EXT 0
+#endif
+
 namespace fl {
 namespace cpu {
 
 enum class Isa { kBase, kAvx2, kAvx512 };
 
 inline Isa detect_isa() {
+  Isa best = Isa::kBase;
 #if FL_CPU_X86_VARIANTS
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl"))
-    return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    best = Isa::kAvx512;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    best = Isa::kAvx2;
 #endif
-  return Isa::kBase;
+  // FASTLAYERS_CPU_ISA=base|avx2|avx512 caps the choice, so tests can run every variant.
+  if (const char* cap = std::getenv("FASTLAYERS_CPU_ISA")) {
+    const std::string c(cap);
+    const Isa want = c == "base" ? Isa::kBase : c == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
+    if (want < best) best = want;
+  }
+  return best;
 }
 
 inline Isa runtime_isa() {

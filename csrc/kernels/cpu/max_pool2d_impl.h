@@ -46,34 +46,106 @@ inline Taps window(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t d,
 // 1 and 2 (then the compiler vectorises it). -inf taps never win (the comparison is strict),
 // so padding changes neither values nor indices.
 
-// Length of the padded row buffer: the last window's last tap, plus one.
+// The horizontal pass runs over whole blocks of kOB outputs, so it has no scalar remainder
+// (whose data-dependent branches cost more than the vector body); the extra outputs read
+// -inf padding and are never stored.
+constexpr int64_t kOB = 16;
+
+inline int64_t padded_outputs(const MaxPool2dShape& s) { return (s.OW + kOB - 1) / kOB * kOB; }
+
+// Length of the padded row buffer: the last (padded) window's last tap, plus one.
 inline int64_t padded_width(const MaxPool2dShape& s) {
-  return std::max<int64_t>((s.OW - 1) * s.sw + (s.kw - 1) * s.dw + 1, s.pw + s.W);
+  return std::max<int64_t>((padded_outputs(s) - 1) * s.sw + (s.kw - 1) * s.dw + 1, s.pw + s.W);
 }
 
-// m[ow] = max(m[ow], row[ow * stride + off]) for all ow; kIdx also tracks the index
-// base + ow * stride of the winning tap. SW > 0 is the stride known at compile time.
+// One input row's taps, all kw of them in order, into the running max m[ow] (and its index
+// mi[ow]) for all ow < OW (a multiple of kOB): m[ow] = max_j row[ow * stride + j * dw], and
+// the index of the winning tap is base + ow * stride + j * dw. SW > 0 is the stride known at
+// compile time.
+#if FL_CPU_VECTOR_EXT
+// kOB lanes of T as one GCC vector, and the integer vector a comparison of them yields.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(kOB * 4)));
+  typedef int32_t mask __attribute__((vector_size(kOB * 4)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(kOB * 8)));
+  typedef int64_t mask __attribute__((vector_size(kOB * 8)));
+};
+template <>
+struct Vec<int64_t> {
+  typedef int64_t type __attribute__((vector_size(kOB * 8)));
+};
+#endif
+
 template <int SW, bool kIdx, typename A>
-inline void hmax(const A* row, int64_t off, int64_t stride_rt, int64_t OW, A* m, int64_t* mi,
-                 int64_t base) {
+inline void hmax(const A* __restrict__ row, int64_t kw, int64_t dw, int64_t stride_rt, int64_t OW,
+                 A* __restrict__ m, int64_t* __restrict__ mi, int64_t base) {
   const int64_t stride = SW > 0 ? SW : stride_rt;
-  for (int64_t ow = 0; ow < OW; ++ow) {
-    const A v = row[ow * stride + off];
-    const bool take = max_takes(v, m[ow]);
-    m[ow] = take ? v : m[ow];
-    if (kIdx) mi[ow] = take ? base + ow * stride : mi[ow];
+#if FL_CPU_VECTOR_EXT
+  if constexpr (SW == 1 || SW == 2) {
+    // GCC vector extensions: strided taps become two loads and one permute (vpermt2ps),
+    // and the NaN-aware max a compare-and-blend, which the auto-vectoriser does not find.
+    using V = typename Vec<A>::type;
+    using M = typename Vec<A>::mask;  // a comparison's lane mask
+    using I = typename Vec<int64_t>::type;
+    auto loadu = [](const A* q) {
+      V x;
+      std::memcpy(&x, q, sizeof x);
+      return x;
+    };
+    I lane{};
+    for (int64_t v = 0; v < kOB; ++v) lane[v] = v * SW;
+    for (int64_t o0 = 0; o0 < OW; o0 += kOB) {
+      V acc = loadu(m + o0);
+      I at{};
+      if (kIdx) std::memcpy(&at, mi + o0, sizeof at);
+      const A* r = row + o0 * SW;
+      for (int64_t j = 0; j < kw; ++j) {
+        V x;
+        if constexpr (SW == 1) {
+          x = loadu(r + j * dw);
+        } else {
+          M even{};
+          for (int64_t v = 0; v < kOB; ++v) even[v] = 2 * v;
+          x = __builtin_shuffle(loadu(r + j * dw), loadu(r + j * dw + kOB), even);
+        }
+        const M take = (x > acc) | (x != x);
+        acc = take ? x : acc;
+        if (kIdx) at = __builtin_convertvector(take, I) ? lane + (base + o0 * SW + j * dw) : at;
+      }
+      std::memcpy(m + o0, &acc, sizeof acc);
+      if (kIdx) std::memcpy(mi + o0, &at, sizeof at);
+    }
+    return;
+  }
+#endif
+  for (int64_t o0 = 0; o0 < OW; o0 += kOB) {
+    for (int64_t j = 0; j < kw; ++j) {
+      for (int64_t v = 0; v < kOB; ++v) {
+        const int64_t ow = o0 + v;
+        const A x = row[ow * stride + j * dw];
+        const bool take = max_takes(x, m[ow]);
+        m[ow] = take ? x : m[ow];
+        if (kIdx) mi[ow] = take ? base + ow * stride + j * dw : mi[ow];
+      }
+    }
   }
 }
 
 template <bool kIdx, typename A>
-inline void hmax_any(const A* row, int64_t off, int64_t stride, int64_t OW, A* m, int64_t* mi,
-                     int64_t base) {
+inline void hmax_any(const A* row, int64_t kw, int64_t dw, int64_t stride, int64_t OW, A* m,
+                     int64_t* mi, int64_t base) {
   if (stride == 1)
-    hmax<1, kIdx>(row, off, 1, OW, m, mi, base);
+    hmax<1, kIdx>(row, kw, dw, 1, OW, m, mi, base);
   else if (stride == 2)
-    hmax<2, kIdx>(row, off, 2, OW, m, mi, base);
+    hmax<2, kIdx>(row, kw, dw, 2, OW, m, mi, base);
   else
-    hmax<0, kIdx>(row, off, stride, OW, m, mi, base);
+    hmax<0, kIdx>(row, kw, dw, stride, OW, m, mi, base);
 }
 
 // Values only: the column-wise max over the covered rows (separable: max is associative
@@ -86,11 +158,11 @@ void fwd_nchw(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
   const T* in = static_cast<const T*>(p.input);
   T* out = static_cast<T*>(p.output);
   const int64_t rows = s.N * s.C * s.OH;
-  const int64_t PW = padded_width(s);
+  const int64_t PW = padded_width(s), OWP = padded_outputs(s);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s.W * s.kh));
   pfor(0, rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<A> buf(PW, kNegInf), m(s.OW);
-    std::vector<int64_t> mi(kIdx ? s.OW : 0), first_w(kIdx ? s.OW : 0);
+    std::vector<A> buf(PW, kNegInf), m(OWP);
+    std::vector<int64_t> mi(kIdx ? OWP : 0), first_w(kIdx ? s.OW : 0);
     if (kIdx)  // first valid column of each window: the same for every row
       for (int64_t ow = 0; ow < s.OW; ++ow)
         first_w[ow] = window(ow, s.sw, s.pw, s.kw, s.dw, s.W).start;
@@ -106,9 +178,7 @@ void fwd_nchw(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
         for (int64_t h = th.start; h < th.end; h += s.dh) {
           const T* row = src + h * s.W;
           for (int64_t w = 0; w < s.W; ++w) c[w] = load(row + w);
-          for (int64_t j = 0; j < s.kw; ++j)
-            hmax_any<true>(buf.data(), j * s.dw, s.sw, s.OW, m.data(), mi.data(),
-                           h * s.W + j * s.dw - s.pw);
+          hmax_any<true>(buf.data(), s.kw, s.dw, s.sw, OWP, m.data(), mi.data(), h * s.W - s.pw);
         }
       } else {
         // Two rows per pass: half the passes over c.
@@ -136,12 +206,11 @@ void fwd_nchw(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
             c[w] = max_takes(v, c[w]) ? v : c[w];
           }
         }
-        for (int64_t j = 0; j < s.kw; ++j)
-          hmax_any<false>(buf.data(), j * s.dw, s.sw, s.OW, m.data(), nullptr, 0);
+        hmax_any<false>(buf.data(), s.kw, s.dw, s.sw, OWP, m.data(), nullptr, 0);
       }
       T* dst = out + r * s.OW;
       for (int64_t ow = 0; ow < s.OW; ++ow) store(dst + ow, m[ow]);
-      if (kIdx) std::copy(mi.begin(), mi.end(), p.indices + r * s.OW);
+      if (kIdx) std::copy(mi.begin(), mi.begin() + s.OW, p.indices + r * s.OW);
     }
   });
 }
