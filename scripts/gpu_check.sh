@@ -4,7 +4,7 @@
 #
 #   scripts/gpu_check.sh OUTDIR [--only OP]
 #
-# Stages: env, build, check, tests, sanitizer, bench. Each runs under its own timeout with its
+# Stages: env, build, check, tests, sanitizer, refs, bench. Each runs under its own timeout with its
 # output in OUTDIR/<stage>.log, and its result ({status, rc, seconds, log, tail}) is merged into
 # OUTDIR/report.json as soon as it ends, so a run cut off from outside still reports the stages
 # it finished. Every stage runs even after a failure; later ones then fail fast. The whole run
@@ -151,6 +151,22 @@ stage_sanitizer() {
   return $rc
 }
 
+# The SIMT emulator's reference programs (csrc/emu/tests/ref_*.cu), built by nvcc and run on
+# the GPU: their known answers hold on hardware too, so the emulator's semantics (and the mma
+# fragment layouts ref_mma_gemm relies on) agree with the GPU's.
+stage_refs() {
+  local nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc dir rc=0 src
+  dir=$(mktemp -d)
+  for src in csrc/emu/tests/ref_*.cu; do
+    "$nvcc" -std=c++20 -O2 -arch=sm_90 -Icsrc -Icsrc/include "$src" -o "$dir/$(basename "$src" .cu)" &
+  done
+  wait
+  for src in csrc/emu/tests/ref_*.cu; do
+    "$dir/$(basename "$src" .cu)" || rc=1
+  done
+  return $rc
+}
+
 stage_bench() {
   python3 "bench/bench_$BENCH_OP.py" --device cuda --quick --json "$OUT/bench_$BENCH_OP.json"
 }
@@ -160,6 +176,7 @@ run_stage build 240 stage_build
 run_stage check 60 stage_check
 run_stage tests 150 stage_tests
 run_stage sanitizer 120 stage_sanitizer
+run_stage refs 60 stage_refs
 if [ -f "bench/bench_$BENCH_OP.py" ]; then
   run_stage bench 90 stage_bench
 else
