@@ -1,7 +1,9 @@
 # The README's commands. Each target sets up what it needs: a .venv with torch, then the
 # build of fastlayers._C (incremental: ninja rebuilds only what changed).
 #   make demo    the main job: info, check against torch, quick benchmark
-#   make test    C++ kernel tests (ctest) and the pytest suite
+#   make test    C++ kernel tests and the SIMT emulator's self-tests (ctest), the pytest
+#                suite on the cpu and emu devices, and the emulator coverage check
+#   make test-emu-asan   the emulated programs and the emu tests under AddressSanitizer
 #   make bench   every op's benchmark against torch
 
 PYTHON      ?= python3
@@ -21,7 +23,7 @@ export PATH := /usr/lib/ccache:$(PATH)
 export PYTORCH_NVCC ?= ccache $(CUDA_HOME)/bin/nvcc
 endif
 
-.PHONY: venv build test test-cpp test-py demo bench lint format clean
+.PHONY: venv build test test-cpp test-py test-emu-asan demo bench lint format clean
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -38,8 +40,24 @@ test-cpp:
 	cmake --build build/cmake
 	ctest --test-dir build/cmake --output-on-failure
 
+# The emulated tests build the test-only extension fastlayers_emu into build/ on first use
+# and record the kernels they ran; emu_coverage.py then fails on any CUDA kernel in _C that
+# never ran under the emulator.
 test-py: build
+	rm -f build/emu_coverage.json
 	FASTLAYERS_STRICT=1 $(PY) -m pytest -q tests --durations=10
+	$(PY) scripts/emu_coverage.py
+
+# libstdc++ is preloaded too: python does not link it, and ASan's __cxa_throw interceptor
+# must find it at start-up.
+ASAN_PRELOAD = $(shell $(CXX) -print-file-name=libasan.so) $(shell $(CXX) -print-file-name=libstdc++.so)
+
+test-emu-asan: build
+	cmake -S . -B build/cmake-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFL_EMU_SANITIZE=ON > /dev/null
+	cmake --build build/cmake-asan
+	ctest --test-dir build/cmake-asan --output-on-failure -R '^emu_'
+	LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0 FASTLAYERS_EMU_SANITIZE=1 \
+	  FASTLAYERS_STRICT=1 $(PY) -m pytest -q -s tests -k emu -p no:cacheprovider
 
 test: test-cpp test-py
 
@@ -52,13 +70,13 @@ bench: build
 CXX_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
 lint: venv
-	$(VENV)/bin/ruff check python tests bench setup.py
-	$(VENV)/bin/ruff format --check python tests bench setup.py
+	$(VENV)/bin/ruff check python tests bench scripts setup.py
+	$(VENV)/bin/ruff format --check python tests bench scripts setup.py
 	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SOURCES)
 
 format: venv
-	$(VENV)/bin/ruff check --fix python tests bench setup.py
-	$(VENV)/bin/ruff format python tests bench setup.py
+	$(VENV)/bin/ruff check --fix python tests bench scripts setup.py
+	$(VENV)/bin/ruff format python tests bench scripts setup.py
 	$(VENV)/bin/clang-format -i $(CXX_SOURCES)
 
 clean:

@@ -12,11 +12,37 @@ import fastlayers  # noqa: E402
 
 fastlayers.set_strict(True)
 
-HAS_CUDA = torch.cuda.is_available() and fastlayers.build_info()["with_cuda"]
+import emu_support  # noqa: E402
 
-# Every op is tested on each of these devices from one list of cases. `cuda` is skipped
+HAS_CUDA = torch.cuda.is_available() and fastlayers.build_info()["with_cuda"]
+# FASTLAYERS_EMU=0 leaves the emulated device out (it needs a C++ compiler to build).
+HAS_EMU = os.environ.get("FASTLAYERS_EMU", "1") != "0"
+
+# Every op is tested on each of these devices from one list of cases. `emu` runs the CUDA
+# kernels under the SIMT emulator on CPU tensors (tests/emu_support.py); `cuda` is skipped
 # where no GPU is present (scripts/gpu_check.sh runs it on a GPU machine).
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("emu", marks=pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")),
+    pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")),
+]
+
+
+def torch_device(device: str) -> str:
+    """The torch device of a test device: `emu` works on CPU tensors."""
+    return "cpu" if device == "emu" else device
+
+
+@pytest.fixture(autouse=True)
+def _emulate(request):
+    """Tests parametrized with device="emu" run with the emulated CUDA kernels in place."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("device") == "emu":
+        with emu_support.emulated():
+            yield
+    else:
+        yield
+
 
 # Tolerances by dtype for results that involve rounding (sums of gradients). Ops that only
 # select values (max-pooling forward) are compared exactly.

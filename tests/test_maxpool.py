@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emu_support
 import fastlayers
 import fastlayers.functional as FF
-from conftest import DEVICES, HAS_CUDA, TOL, poison_
+from conftest import DEVICES, HAS_CUDA, HAS_EMU, TOL, poison_, torch_device
 from fastlayers.ops import max_pool2d as mp
 
 IntOrPair = int | tuple[int, int]
-DTYPES = {"cpu": mp.CPU_DTYPES, "cuda": mp.CUDA_DTYPES}
+DTYPES = {"cpu": mp.CPU_DTYPES, "emu": mp.CUDA_DTYPES, "cuda": mp.CUDA_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ CASES = [
 
 
 def make_input(case: Case, device, dtype, requires_grad=False):
+    device = torch_device(device)
     shape = case.shape
     if case.layout == "sliced":
         # A view with a gap in every dimension: a stride-2 batch (or channel) dimension and
@@ -169,14 +171,14 @@ def test_forward_matches_torch(case, device, dtype):
 def test_backward_matches_reference(case, device, dtype):
     x = make_input(case, device, dtype, requires_grad=True)
     out, idx = FF.max_pool2d(x, return_indices=True, **case.args())
-    grad = torch.randn(out.shape, device=device).to(dtype)
+    grad = torch.randn(out.shape, device=x.device).to(dtype)
     if case.layout == "channels_last":
         grad = grad.to(memory_format=torch.channels_last)
     (gx,) = torch.autograd.grad(out, x, grad)
     # float64 reference: scatter-add of grad at the indices (which equal torch's, above).
     planes = idx.shape[:-2].numel()
     g64 = grad.double().reshape(planes, idx.shape[-2] * idx.shape[-1])
-    ref = torch.zeros(planes, x.shape[-2] * x.shape[-1], dtype=torch.float64, device=device)
+    ref = torch.zeros(planes, x.shape[-2] * x.shape[-1], dtype=torch.float64, device=x.device)
     ref.scatter_add_(1, idx.reshape(g64.shape), g64)
     torch.testing.assert_close(gx.double(), ref.view(x.shape), **TOL[dtype])
     assert gx.dtype == x.dtype
@@ -284,7 +286,7 @@ BAD_ARGS = [
 @pytest.mark.parametrize("shape,kwargs,message", BAD_ARGS, ids=[m for _, _, m in BAD_ARGS])
 @pytest.mark.parametrize("device", DEVICES)
 def test_bad_arguments_raise_like_torch(shape, kwargs, message, device):
-    x = torch.randn(shape, device=device)
+    x = torch.randn(shape, device=torch_device(device))
     with pytest.raises(RuntimeError, match=None) as ref:
         F.max_pool2d(x, **kwargs)
     with pytest.raises(RuntimeError) as ours:
@@ -445,3 +447,63 @@ def test_index_math_is_64_bit_cpu_bfloat16():
     assert torch.equal(values[0, 0, first : first + n], ref[0, 0])
     assert torch.equal(idx[0, 0, first : first + n], ref_idx[0, 0] + 2 * first * side)
     assert idx[0, 0, -1, -1].item() == side * side - 1 > 2**31
+
+
+# ---------------------------------------------------------------------------------------
+# Emulator-only checks: race mode, and 64-bit index math on the last blocks of a huge tensor.
+
+EMU_RACE_CASES = [
+    Case((2, 3, 9, 10), 3, 2, 1),
+    Case((1, 4, 8, 16), 2),  # OW = 8: the 16-byte vectorised NCHW path
+    Case((2, 16, 9, 10), 3, 2, 1, layout="channels_last"),
+    Case((1, 5, 7, 6), (2, 3), 1, (1, 1), (2, 1), ceil_mode=True, layout="channels_last"),
+]
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("dtype", mp.CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("case", EMU_RACE_CASES, ids=str)
+def test_emu_race_mode(case, dtype):
+    """Every kernel gives the same bits whatever order its threads run in."""
+    args = _op_args(case)
+    with emu_support.emulated():
+        x = make_input(case, "emu", dtype)
+        out, idx = emu_support.race_check(lambda: mp._forward(x, *args))
+        emu_support.race_check(lambda: mp._values(x, *args))
+        grad = torch.randn_like(out)
+        emu_support.race_check(lambda: mp._backward(grad, x, idx, *args))
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_emu_index_math_past_2_31(layout):
+    """bfloat16 input of more than 2^31 elements, of which only the last two rows are ever
+    written (the rest stays unallocated); only the last blocks of each launch run, and their
+    outputs, indices and gradients must match torch on those rows."""
+    shape = (1, 1, 46341, 46341) if layout == "contiguous" else (1, 8, 16385, 16385)
+    n, c, h, w = shape
+    assert n * c * h * w > 2**31
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.empty(shape, dtype=torch.bfloat16, memory_format=fmt)
+    x[:, :, -2:, :] = torch.randn(n, c, 2, w).to(torch.bfloat16)
+    # Kernel 3, stride 2, padding 1 on an odd height: the last output row's windows cover
+    # exactly the last two input rows; on the two-row slice that is a (2, 3) kernel.
+    args = ([3, 3], [2, 2], [1, 1], [1, 1], False)
+    tail = x[:, :, -2:, :].detach().clone().requires_grad_()
+    ref, ref_idx = F.max_pool2d(tail, (2, 3), 2, (0, 1), return_indices=True)
+    ref_idx = ref_idx + (h - 2) * w
+    last = 512  # outputs (NCHW: along W; NHWC: pixels of C = 8 channels) within the last 3 blocks
+    with emu_support.emulated(), emu_support.blocks(-3):
+        out, idx = mp._forward(x, *args)
+        ow = out.shape[-1]
+        assert ow > last
+        sel = (..., -1, slice(ow - last, ow))
+        assert torch.equal(out[sel], ref[..., 0, -last:]) and torch.equal(idx[sel], ref_idx[..., 0, -last:])
+        grad = torch.empty_like(out)
+        grad[..., -1, :] = torch.randn(n, c, ow).to(torch.bfloat16)
+        gx = mp._backward(grad, x, idx, *args)
+    (gref,) = torch.autograd.grad(ref, tail, grad[..., -1:, :])
+    # The last 3 blocks of the backward cover the last 512 grad_input elements (NCHW) or
+    # the last 64 pixels (NHWC: 8 channels each).
+    cols = last if layout == "contiguous" else last // c
+    torch.testing.assert_close(gx[..., -1, -cols:], gref[..., -1, -cols:], **TOL[torch.bfloat16])

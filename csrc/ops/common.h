@@ -11,6 +11,15 @@
 #include "fastlayers/parallel.h"
 #include "fastlayers/types.h"
 
+// The CUDA glue registers for the CUDA backend. Built against the SIMT emulator (the
+// test-only extension fastlayers_emu), the same glue registers the emulated kernels as the
+// CPU kernels of the fastlayers_emu ops, so tests drive them with CPU tensors.
+#if defined(FL_EMU)
+#define FL_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(fastlayers_emu, CPU, m)
+#else
+#define FL_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(fastlayers, CUDA, m)
+#endif
+
 namespace fl {
 namespace ops {
 

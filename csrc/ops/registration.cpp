@@ -9,25 +9,13 @@
 
 #include "fastlayers/max_pool2d.h"
 #include "ops/common.h"
+#include "ops/schemas.h"
 
 #ifndef FL_CUDA_ARCHS
 #define FL_CUDA_ARCHS ""
 #endif
 
-TORCH_LIBRARY(fastlayers, m) {
-  // Values and int64 indices (flat offsets into each H*W plane), as aten's
-  // max_pool2d_with_indices. An empty stride means stride = kernel_size.
-  m.def(
-      "max_pool2d_forward(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
-  // Values only: the inference path, which skips writing indices.
-  m.def(
-      "max_pool2d(Tensor self, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, bool ceil_mode) -> Tensor");
-  m.def(
-      "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
-      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
-}
+TORCH_LIBRARY(fastlayers, m) { fl::ops::define_schemas(m); }
 
 namespace fl {
 namespace ops {

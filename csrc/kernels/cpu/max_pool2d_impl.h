@@ -63,6 +63,9 @@ inline int64_t padded_width(const MaxPool2dShape& s) {
 // the index of the winning tap is base + ow * stride + j * dw. SW > 0 is the stride known at
 // compile time.
 #if FL_CPU_VECTOR_EXT
+// The vectors never cross a non-inline call, so GCC's note that passing them changes the
+// ABI without AVX-512 does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
 // kOB lanes of T as one GCC vector, and the integer vector a comparison of them yields.
 template <typename T>
 struct Vec;

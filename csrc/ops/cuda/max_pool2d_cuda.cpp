@@ -51,7 +51,7 @@ at::Tensor backward_cuda(const at::Tensor& grad_output, const at::Tensor& self,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
+FL_CUDA_LIBRARY_IMPL(m) {
   m.impl("max_pool2d_forward", &forward_cuda);
   m.impl("max_pool2d", &values_cuda);
   m.impl("max_pool2d_backward", &backward_cuda);

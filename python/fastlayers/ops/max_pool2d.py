@@ -25,6 +25,9 @@ _IntOrPair = int | Sequence[int]
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+# The ops of this module (their backend kernels register in csrc/ops).
+OPS = ("max_pool2d_forward", "max_pool2d", "max_pool2d_backward")
+
 _forward = torch.ops.fastlayers.max_pool2d_forward.default
 _values = torch.ops.fastlayers.max_pool2d.default
 _backward = torch.ops.fastlayers.max_pool2d_backward.default
