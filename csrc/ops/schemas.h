@@ -20,6 +20,17 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // Scaled dot-product attention on [B, H, L, E] tensors (fastlayers/attention.h): returns
+  // the output and the log-sum-exp of each query row's scores. attn_mask: bool (true =
+  // attend) or additive, broadcastable to [B, Hq, Lq, Lk]. seed_offset: int64 [2], the
+  // Philox seed and offset of the dropout mask (needed when dropout_p > 0).
+  m.def(
+      "attention_forward(Tensor query, Tensor key, Tensor value, Tensor? attn_mask, "
+      "float dropout_p, bool is_causal, float scale, Tensor? seed_offset) -> (Tensor, Tensor)");
+  m.def(
+      "attention_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor out, "
+      "Tensor lse, Tensor? attn_mask, float dropout_p, bool is_causal, float scale, "
+      "Tensor? seed_offset) -> (Tensor, Tensor, Tensor)");
 }
 
 }  // namespace ops

@@ -1,8 +1,9 @@
 """fastlayers ops with the signatures of :mod:`torch.nn.functional`."""
 
+from fastlayers.ops.attention import scaled_dot_product_attention
 from fastlayers.ops.max_pool2d import max_pool2d
 
-__all__ = ["max_pool2d", "max_pool2d_with_indices"]
+__all__ = ["max_pool2d", "max_pool2d_with_indices", "scaled_dot_product_attention"]
 
 
 def max_pool2d_with_indices(

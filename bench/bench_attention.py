@@ -1,0 +1,119 @@
+"""Attention: fastlayers against torch's scaled_dot_product_attention, forward and backward.
+
+Rows compare with torch's default SDPA on the device (on CPU its flash kernel) and, as a
+second baseline, torch's unfused math path (SDPBackend.MATH). Rates are FLOP/s counting
+4 * B * H * Lq * Lk * D per forward (half that when causal) and 2.5x that per backward.
+
+    python bench/bench_attention.py [--device cpu] [--quick] [--json PATH]
+"""
+
+import argparse
+import os
+import sys
+
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
+import fastlayers  # noqa: E402
+from bench import common  # noqa: E402
+
+MODES = ("forward", "backward")
+
+
+def cases(device: str, quick: bool):
+    """(B, H, L, D, causal, dtype) on `device`."""
+    if device == "cpu":
+        return [(1, 8, 1024, 64, False, torch.float32), (1, 8, 1024, 64, True, torch.float32)]
+    raise SystemExit("bench_attention: CUDA attention kernels are not built yet")
+
+
+def _fl(q, k, v, causal):
+    return fastlayers.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def _torch(q, k, v, causal):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def _math(q, k, v, causal):
+    with sdpa_kernel(SDPBackend.MATH):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def _timed(mode, fn, q, k, v, causal, grad):
+    if mode == "forward":
+
+        def forward():
+            with torch.no_grad():
+                return fn(q, k, v, causal)
+
+        return forward
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = fn(*leaves, causal)
+    return lambda: torch.autograd.grad(out, leaves, grad, retain_graph=True)
+
+
+def run(device: str, quick: bool = False):
+    torch.manual_seed(0)
+    was_strict = fastlayers.is_strict()
+    fastlayers.set_strict(True)
+    rows = []
+    try:
+        for b, h, length, d, causal, dtype in cases(device, quick):
+            q, k, v = (torch.randn(b, h, length, d, device=device, dtype=dtype) for _ in range(3))
+            with torch.no_grad():
+                torch.testing.assert_close(_fl(q, k, v, causal), _torch(q, k, v, causal), rtol=1e-4, atol=1e-4)
+            grad = torch.randn_like(q)
+            flops = 4 * b * h * length * length * d * (0.5 if causal else 1.0)
+            config = f"B{b} H{h} L{length} D{d}" + (" causal" if causal else "")
+            for mode in MODES:
+                ms = {
+                    name: common.time_fn(_timed(mode, fn, q, k, v, causal, grad), device) * 1e3
+                    for name, fn in (("fastlayers", _fl), ("torch", _torch), ("math", _math))
+                }
+                work = flops * (1.0 if mode == "forward" else 2.5)
+                for baseline in ("torch", "math"):
+                    rows.append(
+                        common.Result(
+                            op="sdpa" if baseline == "torch" else "sdpa vs math",
+                            mode=mode,
+                            config=config,
+                            dtype=str(dtype).removeprefix("torch."),
+                            layout="BHLD",
+                            fl_ms=ms["fastlayers"],
+                            torch_ms=ms[baseline],
+                            work=work,
+                            unit="TFLOP/s",
+                        )
+                    )
+                print(
+                    f"{mode:8s} {config}: fastlayers {ms['fastlayers']:.4g} ms, torch {ms['torch']:.4g} ms, "
+                    f"math {ms['math']:.4g} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        fastlayers.set_strict(was_strict)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and the environment to PATH")
+    args = parser.parse_args(argv)
+    rows = run(args.device, args.quick)
+    env = common.environment(args.device)
+    print(common.summary(env))
+    common.print_table(rows)
+    if args.json:
+        common.write_json(rows, args.json, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Scaled dot-product attention: fake impls, gradients and the functional entry.
+
+Ops (schemas in csrc/ops/schemas.h), on 4-D [batch, heads, length, dim] tensors:
+- ``fastlayers::attention_forward(query, key, value, attn_mask, dropout_p, is_causal, scale,
+  seed_offset) -> (out, lse)``: lse is the log-sum-exp of each query row's scaled, masked
+  scores (float32; float64 for float64 inputs), +inf for a row whose keys are all masked.
+- ``fastlayers::attention_backward(grad_out, query, key, value, out, lse, ...) -> (dq, dk, dv)``.
+
+The dropout mask is a Philox stream (csrc/include/fastlayers/philox.h) whose seed and offset
+are drawn here from torch's CPU generator and passed in as a tensor, so the ops stay pure
+(torch.compile, opcheck) and backward regenerates forward's mask.
+
+Under ``torch.autocast`` attention runs in the autocast dtype, as torch's SDPA does (it is
+on autocast's lower-precision list): the functional entry casts q, k, v (and a float mask).
+"""
+
+import math
+
+import torch
+
+from fastlayers._config import fallback
+
+CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+CUDA_DTYPES = ()  # CUDA kernels: not yet built (issue #4); CUDA inputs fall back to torch
+
+OPS = ("attention_forward", "attention_backward")
+
+_forward = torch.ops.fastlayers.attention_forward.default
+_backward = torch.ops.fastlayers.attention_backward.default
+
+
+def _lse_dtype(q):
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("fastlayers::attention_forward")
+def _forward_fake(query, key, value, attn_mask, dropout_p, is_causal, scale, seed_offset):
+    torch._check(query.dim() == 4 and key.dim() == 4 and value.dim() == 4, lambda: "attention: 4-D inputs")
+    b, h, lq, _ = query.shape
+    out = query.new_empty((b, h, lq, value.shape[-1]))
+    return out, query.new_empty((b, h, lq), dtype=_lse_dtype(query))
+
+
+@torch.library.register_fake("fastlayers::attention_backward")
+def _backward_fake(grad_out, query, key, value, out, lse, attn_mask, dropout_p, is_causal, scale, seed_offset):
+    return (
+        torch.empty_like(query, memory_format=torch.contiguous_format),
+        torch.empty_like(key, memory_format=torch.contiguous_format),
+        torch.empty_like(value, memory_format=torch.contiguous_format),
+    )
+
+
+def _setup_forward(ctx, inputs, output):
+    query, key, value, attn_mask, dropout_p, is_causal, scale, seed_offset = inputs
+    out, lse = output
+    ctx.save_for_backward(query, key, value, out, lse, attn_mask, seed_offset)
+    ctx.args = (dropout_p, is_causal, scale)
+
+
+def _grad_forward(ctx, grad_out, _grad_lse):
+    query, key, value, out, lse, attn_mask, seed_offset = ctx.saved_tensors
+    dropout_p, is_causal, scale = ctx.args
+    dq, dk, dv = _backward(
+        grad_out.contiguous(), query, key, value, out, lse, attn_mask, dropout_p, is_causal, scale, seed_offset
+    )
+    return dq, dk, dv, None, None, None, None, None
+
+
+torch.library.register_autograd("fastlayers::attention_forward", _grad_forward, setup_context=_setup_forward)
+
+
+def unsupported_reason(q, k, v, attn_mask) -> str | None:
+    """Why no fastlayers kernel covers these inputs, or None when one does."""
+    dev = q.device.type
+    if dev == "meta":
+        return None
+    ok = {"cpu": CPU_DTYPES, "cuda": CUDA_DTYPES}.get(dev)
+    if ok is None:
+        return f"device {dev}"
+    if q.dtype not in ok:
+        return f"{q.dtype} on {dev}"
+    if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.requires_grad:
+        return "an additive attn_mask that requires grad"
+    return None
+
+
+def _to_4d(t):
+    """[..., L, E] as [B, H, L, E]: H is dim -3 (1 for 2-D input), B the rest flattened."""
+    if t.dim() == 2:
+        return t[None, None]
+    if t.dim() == 3:
+        return t[None]
+    return t if t.dim() == 4 else t.flatten(0, -4)
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """Drop-in for :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev). attn_mask: bool
+    (True = take part in attention) or a float added to the scores, broadcastable to
+    (..., L, S). is_causal masks with torch's top-left aligned lower triangle. With
+    enable_gqa the query heads (dim -3) may be a multiple of the key/value heads.
+
+    Differs from torch where torch gives NaN: a query row whose keys are all masked gets an
+    output of 0 and zero gradients.
+    """
+    if torch.is_autocast_enabled(query.device.type):
+        dt = torch.get_autocast_dtype(query.device.type)
+        query, key, value = query.to(dt), key.to(dt), value.to(dt)
+    if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+        attn_mask = attn_mask.to(query.dtype)
+    reason = unsupported_reason(query, key, value, attn_mask)
+    if reason is not None:
+        fallback("scaled_dot_product_attention", reason)
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa=enable_gqa
+        )
+    if query.dim() < 2 or key.dim() < 2 or value.dim() < 2:
+        raise RuntimeError("scaled_dot_product_attention: query, key and value must have at least 2 dimensions")
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    lq, e = query.shape[-2:]
+    ev = value.shape[-1]
+    if key.shape[-1] != e:
+        raise RuntimeError(
+            f"scaled_dot_product_attention: query and key must have the same embedding size, "
+            f"got {e} and {key.shape[-1]}"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise RuntimeError("scaled_dot_product_attention: key and value must have the same length")
+    batch = query.shape[:-2]
+    if enable_gqa and query.dim() >= 3 and key.dim() >= 3:
+        hq, hk = query.shape[-3], key.shape[-3]
+        if hk == 0 or hq % hk != 0 or value.shape[-3] != hk:
+            raise RuntimeError(
+                f"scaled_dot_product_attention: number of query heads ({hq}) must be a multiple of "
+                f"the number of key/value heads ({hk}) with enable_gqa"
+            )
+        kv_batch = (*batch[:-1], hk)
+    else:
+        kv_batch = batch
+    try:
+        key = key.expand(*kv_batch, *key.shape[-2:])
+        value = value.expand(*kv_batch, *value.shape[-2:])
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"scaled_dot_product_attention: key {tuple(key.shape)} and value {tuple(value.shape)} do not "
+            f"broadcast to the batch dimensions {tuple(batch)} of query"
+        ) from err
+    q4, k4, v4 = _to_4d(query), _to_4d(key), _to_4d(value)
+    mask4 = None
+    if attn_mask is not None:
+        try:
+            m = attn_mask.expand(*batch, lq, key.shape[-2])
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"scaled_dot_product_attention: attn_mask of size {tuple(attn_mask.shape)} does not broadcast "
+                f"to {(*batch, lq, key.shape[-2])}"
+            ) from err
+        mask4 = _to_4d(m)
+    seed_offset = None
+    if dropout_p > 0:
+        seed_offset = torch.randint(0, 2**62, (2,), dtype=torch.int64)
+    if scale is None:
+        scale = 1.0 / math.sqrt(e) if e > 0 else 1.0
+    out, _ = _forward(q4, k4, v4, mask4, float(dropout_p), bool(is_causal), float(scale), seed_offset)
+    return out.view(*batch, lq, ev)

@@ -1,0 +1,325 @@
+"""scaled_dot_product_attention against torch's math SDPA in float64, from one case list."""
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastlayers.functional as FF
+from fastlayers.ops import attention as at
+
+# The CUDA attention kernels (and so their emu runs) are not built yet: cpu only for now.
+DEVICES = ["cpu"]
+DTYPES = {"cpu": at.CPU_DTYPES}
+
+
+@dataclass(frozen=True)
+class Case:
+    b: int
+    hq: int
+    hkv: int
+    lq: int
+    lk: int
+    d: int
+    dv: int
+    causal: bool = False
+    mask: str = ""  # "" | bool:<shape> | float:<shape>; shape letters b h q k, 1 for broadcast
+    layout: str = "contiguous"  # contiguous | packed (q, k, v transposed views of one qkv tensor)
+
+    def __str__(self):
+        s = f"b{self.b}-h{self.hq}x{self.hkv}-l{self.lq}x{self.lk}-d{self.d}x{self.dv}"
+        return s + ("-causal" if self.causal else "") + (f"-{self.mask}" if self.mask else "") + f"-{self.layout}"
+
+
+CASES = [
+    Case(2, 3, 3, 17, 97, 40, 40),
+    Case(1, 2, 2, 97, 17, 72, 72, causal=True),
+    Case(1, 2, 2, 128, 128, 64, 64, causal=True),
+    Case(2, 2, 2, 1, 17, 96, 96),
+    Case(1, 1, 1, 1, 1, 64, 64),
+    Case(1, 2, 2, 17, 1, 128, 128),
+    Case(1, 1, 1, 33, 65, 256, 256),
+    Case(1, 4, 1, 17, 33, 64, 32),  # GQA, Dv != D
+    Case(2, 6, 2, 31, 31, 40, 40, causal=True),
+    Case(1, 1, 1, 1025, 97, 16, 16),
+    Case(2, 3, 3, 17, 97, 64, 64, mask="bool:bhqk"),
+    Case(2, 3, 3, 17, 97, 64, 64, mask="float:bhqk"),
+    Case(2, 3, 3, 17, 33, 40, 40, mask="bool:qk"),
+    Case(2, 3, 3, 17, 33, 40, 40, mask="float:1k"),
+    Case(2, 3, 3, 17, 33, 40, 40, mask="bool:b1qk"),
+    Case(2, 3, 3, 17, 33, 40, 40, mask="float:h1k"),
+    Case(2, 4, 2, 19, 23, 64, 64, mask="bool:bh1k"),
+    Case(2, 3, 3, 17, 33, 64, 64, layout="packed"),
+    Case(2, 4, 4, 33, 33, 64, 64, causal=True, layout="packed"),
+    Case(0, 2, 2, 17, 17, 64, 64),
+]
+
+
+def _mask_shape(spec, c):
+    dims = {"b": c.b, "h": c.hq, "q": c.lq, "k": c.lk, "1": 1}
+    return tuple(dims[x] for x in spec)
+
+
+def make_inputs(c: Case, device, dtype, requires_grad=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if c.layout == "packed":
+        # q, k, v as transposed views of one [B, L, 3, H, E] projection (non-contiguous).
+        qkv = torch.randn(c.b, c.lq, 3, c.hq, c.d, generator=g).to(device, dtype)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
+        assert not q.is_contiguous() or q.numel() == 0
+    else:
+        q = torch.randn(c.b, c.hq, c.lq, c.d, generator=g).to(device, dtype)
+        k = torch.randn(c.b, c.hkv, c.lk, c.d, generator=g).to(device, dtype)
+        v = torch.randn(c.b, c.hkv, c.lk, c.dv, generator=g).to(device, dtype)
+    mask = None
+    if c.mask:
+        kind, spec = c.mask.split(":")
+        shape = _mask_shape(spec, c)
+        if kind == "bool":
+            mask = torch.rand(shape, generator=g) > 0.3
+        else:
+            mask = (torch.randn(shape, generator=g) * 2).to(dtype)
+        mask = mask.to(device)
+    ts = [t.detach().requires_grad_(requires_grad) for t in (q, k, v)]
+    return (*ts, mask)
+
+
+def reference(q, k, v, mask, causal, gqa):
+    """torch's math SDPA in float64 (rows whose keys are all masked: 0, as ours)."""
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    if gqa:
+        rep = q.shape[-3] // k.shape[-3]
+        k64, v64 = k64.repeat_interleave(rep, -3), v64.repeat_interleave(rep, -3)
+    m = mask
+    if m is not None and m.dtype != torch.bool:
+        m = m.double()
+    out = F.scaled_dot_product_attention(q64, k64, v64, m, is_causal=causal)
+    return torch.nan_to_num(out, nan=0.0)
+
+
+def device_dtype_params():
+    return [pytest.param(d, t, id=f"{d}-{str(t).split('.')[-1]}") for d in DEVICES for t in DTYPES[d]]
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_forward_and_backward_match_reference(case, device, dtype):
+    q, k, v, mask = make_inputs(case, device, dtype, requires_grad=True)
+    gqa = case.hq != case.hkv
+    out = FF.scaled_dot_product_attention(q, k, v, mask, is_causal=case.causal, enable_gqa=gqa)
+    qr, kr, vr = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = reference(qr, kr, vr, mask, case.causal, gqa)
+    assert out.shape == ref.shape and out.dtype == dtype
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    grads = torch.autograd.grad(out, (q, k, v), grad) if out.numel() else (torch.zeros_like(q),) * 3
+    refs = torch.autograd.grad(ref, (qr, kr, vr), grad.double()) if ref.numel() else grads
+    if dtype == torch.float64:
+        torch.testing.assert_close(out.double(), ref, rtol=1e-10, atol=1e-10)
+        for g, r in zip(grads, refs, strict=True):
+            torch.testing.assert_close(g.double(), r, rtol=1e-9, atol=1e-9)
+        return
+    # Low precision: at most twice torch's own error in this dtype, plus 1e-5 (the
+    # flash-attention rule), for the output and every gradient.
+    qt, kt, vt = (t.detach().requires_grad_() for t in (q, k, v))
+    mt = mask
+    if gqa:
+        rep = case.hq // case.hkv
+        kt2, vt2 = kt.repeat_interleave(rep, -3), vt.repeat_interleave(rep, -3)
+    else:
+        kt2, vt2 = kt, vt
+    tout = torch.nan_to_num(F.scaled_dot_product_attention(qt, kt2, vt2, mt, is_causal=case.causal), nan=0.0)
+    assert _err(out, ref) <= 2 * _err(tout, ref) + 1e-5
+    if out.numel():
+        tgrads = torch.autograd.grad(tout, (qt, kt, vt), grad)
+        for g, tg, r in zip(grads, tgrads, refs, strict=True):
+            assert _err(g, r) <= 2 * _err(tg, r) + 1e-5
+
+
+def test_fully_masked_rows_give_zero_output_and_gradients():
+    q, k, v = (torch.randn(1, 2, 5, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.ones(5, 5, dtype=torch.bool)
+    mask[1] = False  # query row 1 attends nothing
+    out = FF.scaled_dot_product_attention(q, k, v, mask)
+    torch_out = F.scaled_dot_product_attention(q, k, v, mask)
+    # torch 2.14's CPU SDPA also gives 0 for such a row (its safe softmax); older versions
+    # and some backends give NaN. Ours is 0 on every device.
+    assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
+    torch.testing.assert_close(out[:, :, [0, 2, 3, 4]], torch_out[:, :, [0, 2, 3, 4]])
+    g = torch.zeros_like(out)
+    g[:, :, 1] = 1.0
+    gq, gk, gv = torch.autograd.grad(out, (q, k, v), g)
+    assert not gq.isnan().any() and gq.abs().sum() == 0 and gk.abs().sum() == 0 and gv.abs().sum() == 0
+
+
+def test_nan_propagates_to_the_rows_that_attend_it():
+    q, k, v = (torch.randn(1, 1, 6, 8) for _ in range(3))
+    v[0, 0, 3, 2] = float("nan")
+    out = FF.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # Causal: rows 3.. attend key 3, rows 0-2 do not.
+    assert out[0, 0, 3:].isnan().any(dim=-1).all()
+    assert not out[0, 0, :3].isnan().any()
+    q[0, 0, 1, 0] = float("nan")
+    assert FF.scaled_dot_product_attention(q, k, v)[0, 0, 1].isnan().all()
+
+
+def test_input_shapes_like_torch():
+    """2-D, 3-D and 5-D inputs, broadcast key/value batch dimensions, GQA on 3-D."""
+    g = torch.Generator().manual_seed(3)
+    for qs, ks, gqa in [
+        ((7, 16), (9, 16), False),
+        ((3, 7, 16), (3, 9, 16), False),
+        ((2, 3, 4, 7, 16), (2, 3, 4, 9, 16), False),
+        ((2, 4, 7, 16), (1, 4, 9, 16), False),  # key/value batch broadcast
+        ((6, 7, 16), (2, 9, 16), True),
+    ]:
+        q = torch.randn(qs, generator=g, dtype=torch.float64)
+        k = torch.randn(ks, generator=g, dtype=torch.float64)
+        v = torch.randn(ks, generator=g, dtype=torch.float64)
+        out = FF.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        torch.testing.assert_close(out, ref)
+
+
+def test_scale_argument():
+    q, k, v = (torch.randn(1, 2, 5, 8, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(
+        FF.scaled_dot_product_attention(q, k, v, scale=0.3), F.scaled_dot_product_attention(q, k, v, scale=0.3)
+    )
+
+
+def test_dropout_is_unbiased_and_keeps_the_right_fraction():
+    # Uniform attention (q = 0) over Lk one-hot values: out[i, j] = z_ij / ((1 - p) Lk).
+    lq = lk = 256
+    p = 0.3
+    q = torch.zeros(2, 2, lq, 8)
+    k = torch.randn(2, 2, lk, 8)
+    v = torch.eye(lk).expand(2, 2, lk, lk)
+    out = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    kept = (out > 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 0.01  # n = 262144: sd 0.0009
+    assert abs((out * lk).mean().item() - 1.0) < 0.01
+    # Different calls draw different masks; the same seed gives the same mask.
+    torch.manual_seed(5)
+    a = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    b = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    torch.manual_seed(5)
+    c = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    assert not torch.equal(a, b) and torch.equal(a, c)
+
+
+def _op_args(c: Case, dtype, dropout=0.0, seed=0, requires_grad=True):
+    q, k, v, mask = make_inputs(c, "cpu", dtype, requires_grad=requires_grad, seed=seed)
+    so = torch.tensor([1234, 5], dtype=torch.int64) if dropout > 0 else None
+    return (q, k, v, mask, dropout, c.causal, 1.0 / math.sqrt(c.d), so)
+
+
+GRAD_CASES = [
+    Case(1, 2, 2, 5, 7, 4, 3),
+    Case(1, 2, 1, 6, 6, 4, 4, causal=True),
+    Case(2, 1, 1, 4, 5, 3, 3, mask="float:bhqk"),
+    Case(1, 2, 2, 5, 6, 4, 4, mask="bool:qk"),
+]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+@pytest.mark.parametrize("case", GRAD_CASES, ids=str)
+def test_gradcheck_cpu_float64(case, dropout):
+    """With a fixed seed the dropout mask is a fixed function: backward must regenerate it."""
+    args = _op_args(case, torch.float64, dropout)
+    q, k, v, rest = args[0], args[1], args[2], args[3:]
+    assert torch.autograd.gradcheck(lambda a, b, c: at._forward(a, b, c, *rest)[0], (q, k, v))
+
+
+@pytest.mark.parametrize("case", GRAD_CASES + [Case(0, 2, 2, 3, 3, 4, 4)], ids=str)
+def test_opcheck_cpu(case):
+    torch.library.opcheck(at._forward, _op_args(case, torch.float32))
+    torch.library.opcheck(at._forward, _op_args(case, torch.float32, dropout=0.2))
+    q, k, v, mask, p, causal, scale, so = _op_args(case, torch.float32, requires_grad=False)
+    out, lse = at._forward(q, k, v, mask, p, causal, scale, so)
+    go = torch.randn_like(out)
+    torch.library.opcheck(at._backward, (go, q, k, v, out, lse, mask, p, causal, scale, so))
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+
+    def f(q, k, v):
+        return FF.scaled_dot_product_attention(q, k, v, is_causal=True) * 2
+
+    q, k, v = (torch.randn(2, 3, 9, 16, requires_grad=True) for _ in range(3))
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    y, yc = f(q, k, v), compiled(q, k, v)
+    torch.testing.assert_close(yc, y, rtol=0, atol=0)
+    g = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(yc, (q, k, v), g), torch.autograd.grad(y, (q, k, v), g), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+BAD = [
+    (dict(q=(2, 3, 5, 8), k=(2, 3, 5, 6)), {}, "same embedding size"),
+    (dict(q=(2, 3, 5, 8), k=(2, 3, 5, 8), v=(2, 3, 4, 8)), {}, "key and value must have the same length"),
+    (dict(q=(2, 4, 5, 8), k=(2, 3, 5, 8)), dict(enable_gqa=True), "must be a multiple"),
+    (dict(q=(2, 3, 5, 8)), dict(is_causal=True, attn_mask=torch.ones(5, 5, dtype=torch.bool)), "is_causal"),
+    (dict(q=(2, 3, 5, 8)), dict(attn_mask=torch.ones(4, 5, dtype=torch.bool)), "does not broadcast"),
+]
+
+
+@pytest.mark.parametrize("shapes,kwargs,message", BAD, ids=[m for _, _, m in BAD])
+def test_bad_arguments_raise(shapes, kwargs, message):
+    q = torch.randn(shapes["q"])
+    k = torch.randn(shapes.get("k", shapes["q"]))
+    v = torch.randn(shapes.get("v", shapes.get("k", shapes["q"])))
+    with pytest.raises(RuntimeError, match=message):
+        FF.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_op_rejects_bad_arguments():
+    q = torch.randn(1, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="dropout_p must be in"):
+        at._forward(q, q, q, None, 1.0, False, 1.0, torch.tensor([1, 2]))
+    with pytest.raises(RuntimeError, match="needs seed_offset"):
+        at._forward(q, q, q, None, 0.5, False, 1.0, None)
+    with pytest.raises(RuntimeError, match="must have the same dtype"):
+        at._forward(q, q.double(), q, None, 0.0, False, 1.0, None)
+    with pytest.raises(RuntimeError, match="attn_mask must be bool or have the dtype of query"):
+        at._forward(q, q, q, torch.ones(3, 3, dtype=torch.int32), 0.0, False, 1.0, None)
+
+
+def _rows_reference(q, k, v, rows, scale):
+    """float64 attention for the given query rows alone."""
+    s = (q[..., rows, :].double() @ k.double().transpose(-1, -2)) * scale
+    return torch.softmax(s, -1) @ v.double()
+
+
+def test_long_sequence_sampled_rows():
+    """Lq = Lk = 32768: a float64 score matrix would need 8 GiB; check sampled rows."""
+    torch.manual_seed(0)
+    L, d = 32768, 16
+    q, k, v = (torch.randn(1, 1, L, d) for _ in range(3))
+    out = FF.scaled_dot_product_attention(q, k, v)
+    rows = sorted(random.Random(0).sample(range(L), 24)) + [L - 1]
+    ref = _rows_reference(q, k, v, rows, 1 / math.sqrt(d))
+    torch.testing.assert_close(out[..., rows, :].double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_query_offsets_past_2_31():
+    """bfloat16 q of more than 2^31 elements (64-bit index math). GQA with one key/value head
+    and Dv = 1 keeps the rest small; q's pages beyond the written ones are never allocated
+    (they read as zeros)."""
+    h, lq, d = 2, 2**24 + 3, 64  # 2 * (2^24 + 3) * 64 > 2^31
+    assert h * lq * d > 2**31
+    q = torch.empty(1, h, lq, d, dtype=torch.bfloat16)
+    tail = torch.randn(1, 1, 40, d).to(torch.bfloat16)
+    q[:, -1:, -40:] = tail
+    k = torch.randn(1, 1, 5, d).to(torch.bfloat16)
+    v = torch.randn(1, 1, 5, 1).to(torch.bfloat16)
+    out = FF.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    ref = _rows_reference(tail, k, v, list(range(40)), 1 / math.sqrt(d))
+    torch.testing.assert_close(out[:, -1:, -40:].double(), ref, rtol=2e-2, atol=2e-2)
