@@ -28,7 +28,8 @@ def cases(device: str, quick: bool):
     """(B, H, L, D, causal, dtype) on `device`."""
     if device == "cpu":
         return [(1, 8, 1024, 64, False, torch.float32), (1, 8, 1024, 64, True, torch.float32)]
-    raise SystemExit("bench_attention: CUDA attention kernels are not built yet")
+    print("bench_attention: no CUDA attention kernels yet (issue #4); nothing to time on cuda", file=sys.stderr)
+    return []
 
 
 def _fl(q, k, v, causal):
@@ -87,7 +88,7 @@ def run(device: str, quick: bool = False):
                             fl_ms=ms["fastlayers"],
                             torch_ms=ms[baseline],
                             work=work,
-                            unit="TFLOP/s",
+                            unit="GFLOP/s" if device == "cpu" else "TFLOP/s",
                         )
                     )
                 print(

@@ -220,11 +220,15 @@ def _op_args(c: Case, dtype, dropout=0.0, seed=0, requires_grad=True):
     return (q, k, v, mask, dropout, c.causal, 1.0 / math.sqrt(c.d), so)
 
 
+# The CPU backward has two schedules (csrc/kernels/cpu/attention_impl.h): split passes
+# below 4 (batch, key/value head) pairs, one fused pass from 4 on. Both are covered.
 GRAD_CASES = [
     Case(1, 2, 2, 5, 7, 4, 3),
     Case(1, 2, 1, 6, 6, 4, 4, causal=True),
     Case(2, 1, 1, 4, 5, 3, 3, mask="float:bhqk"),
     Case(1, 2, 2, 5, 6, 4, 4, mask="bool:qk"),
+    Case(2, 4, 2, 5, 6, 4, 3, causal=True),  # fused
+    Case(4, 1, 1, 3, 70, 4, 4, mask="bool:bhqk"),  # fused, two key tiles
 ]
 
 
@@ -245,6 +249,31 @@ def test_opcheck_cpu(case):
     out, lse = at._forward(q, k, v, mask, p, causal, scale, so)
     go = torch.randn_like(out)
     torch.library.opcheck(at._backward, (go, q, k, v, out, lse, mask, p, causal, scale, so))
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(is_causal=True), dict(mask="bool"), dict(mask="float")], ids=str)
+def test_backward_schedules_give_the_same_bits(kwargs):
+    """4 heads in one call take the fused backward; each head alone takes the split passes.
+    Both sum in the same order, so the gradients are identical."""
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(1, 4, 150, 40, generator=g) for _ in range(3))
+    mask = None
+    if kwargs.get("mask") == "bool":
+        mask = torch.rand(1, 4, 150, 150, generator=g) > 0.2
+    elif kwargs.get("mask") == "float":
+        mask = torch.randn(1, 4, 150, 150, generator=g)
+    causal = kwargs.get("is_causal", False)
+    go = torch.randn(1, 4, 150, 40, generator=g)
+    args = (None if mask is None else mask, 0.0, causal, 0.2, None)
+    out, lse = at._forward(q, k, v, *args)
+    together = at._backward(go, q, k, v, out, lse, *args)
+    for h in range(4):
+        sl = slice(h, h + 1)
+        m = None if mask is None else mask[:, sl]
+        a = (m, 0.0, causal, 0.2, None)
+        alone = at._backward(go[:, sl], q[:, sl], k[:, sl], v[:, sl], out[:, sl], lse[:, sl], *a)
+        for t, u in zip(together, alone, strict=True):
+            assert torch.equal(t[:, sl], u)
 
 
 def test_torch_compile_fullgraph_matches_eager():

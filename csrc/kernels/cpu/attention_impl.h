@@ -28,6 +28,9 @@ namespace {
 constexpr int64_t kBr = 32;  // query rows per tile
 constexpr int64_t kBc = 64;  // keys per tile
 constexpr int64_t kLanes = 16;
+// The fused backward parallelises over (batch, key/value head) only; below this many pairs
+// the split passes (which also parallelise over tiles) are faster.
+constexpr int64_t kFusedMinTasks = 4;
 
 inline int64_t pad16(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
@@ -188,87 +191,117 @@ inline int64_t key_end(const AttentionArgs& a, const AttentionShape& s, int64_t 
   return a.causal ? std::min(s.Lk, i_last + 1) : s.Lk;
 }
 
+// Forward tiles hold scores transposed, [key][query row], so the online softmax runs along
+// contiguous rows with the kFwdBr query rows of the tile as vector lanes: no horizontal
+// reductions, and K needs no transposing (Q is transposed once per task).
+constexpr int64_t kFwdBr = 64;
+
 template <typename T>
 void fwd(const AttentionFwdParams& p, const ParallelFor& pfor) {
   using A = acc_t<T>;
+  constexpr int64_t R = kFwdBr;
   const AttentionShape& s = p.s;
   const AttentionArgs& a = p.a;
   const int64_t D = s.D, Dv = s.Dv, Dvp = pad16(Dv), group = s.Hq / s.Hkv;
-  const int64_t qtiles = (s.Lq + kBr - 1) / kBr;
+  const int64_t qtiles = (s.Lq + R - 1) / R;
   const bool dropout = a.dropout_p > 0;
   const A scale = A(a.scale);
   pfor(0, s.B * s.Hq * qtiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<A> qs(kBr * D), kt(D * kBc), vs(kBc * Dvp), o(kBr * Dvp), sc(kBr * kBc), m(kBr),
-        l(kBr);
-    A bias[kBc], z[kBc];
+    // qt: scale * Q^T [D][R]; ks: K rows [kBc][D]; vs: V rows [kBc][Dvp]; st: scores, then
+    // probabilities, [kBc][R]; o: unnormalised output [R][Dvp].
+    std::vector<A> qt(D * R), ks(kBc * D), vs(kBc * Dvp), st(kBc * R), o(R * Dvp);
+    A m[R], l[R], mu[R], alpha[R], mx[R], nan[R], rowsum[R];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (s.Hq * qtiles), h = (task / qtiles) % s.Hq, qt = task % qtiles;
-      const int64_t hk = h / group, i0 = qt * kBr, ni = std::min(kBr, s.Lq - i0);
+      const int64_t b = task / (s.Hq * qtiles), h = (task / qtiles) % s.Hq, qti = task % qtiles;
+      const int64_t hk = h / group, i0 = qti * R, ni = std::min(R, s.Lq - i0);
       const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
       const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
       const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
-      load_rows(q, p.q_stride[2], i0, ni, D, D, ni, scale, qs.data());
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t i = ni; i < R; ++i) qt[d * R + i] = A(0);
+      for (int64_t i = 0; i < ni; ++i) {
+        const T* r = q + (i0 + i) * p.q_stride[2];
+        for (int64_t d = 0; d < D; ++d) qt[d * R + i] = load(r + d) * scale;
+      }
       std::fill(o.begin(), o.end(), A(0));
-      std::fill(m.begin(), m.end(), neg_inf<A>());
-      std::fill(l.begin(), l.end(), A(0));
+      std::fill(m, m + R, neg_inf<A>());
+      std::fill(l, l + R, A(0));
       const int64_t jend = key_end(a, s, i0 + ni - 1);
       for (int64_t j0 = 0; j0 < jend; j0 += kBc) {
         const int64_t nj = std::min(kBc, s.Lk - j0);
-        load_transposed(k, p.k_stride[2], j0, nj, D, kt.data());
+        load_rows(k, p.k_stride[2], j0, nj, D, D, nj, A(1), ks.data());
         const bool v_nan = load_rows(v, p.v_stride[2], j0, nj, Dv, Dvp, kBc, A(1), vs.data());
-        std::fill(sc.begin(), sc.begin() + ni * kBc, A(0));
-        gemm_acc(ni, kBc, D, qs.data(), D, 1, kt.data(), kBc, sc.data(), kBc);
-        for (int64_t i = 0; i < ni; ++i) {
-          A* srow = sc.data() + i * kBc;
-          row_bias<T>(a, b, h, i0 + i, j0, nj, bias);
-          // Row max and sum lane-wise over kLanes partial results (vectorisable, unlike a
-          // scalar reduction); a NaN score makes the max NaN, as torch's softmax does.
-          A mx_l[kLanes], nan_l[kLanes] = {};
-          std::fill(mx_l, mx_l + kLanes, neg_inf<A>());
-          for (int64_t j = 0; j < kBc; j += kLanes)
-            for (int64_t y = 0; y < kLanes; ++y) {
-              const A v = srow[j + y] + bias[j + y];
-              srow[j + y] = v;
-              mx_l[y] = v > mx_l[y] ? v : mx_l[y];
-              nan_l[y] += v != v ? A(1) : A(0);
-            }
-          A mx = neg_inf<A>(), nan = 0;
-          for (int64_t y = 0; y < kLanes; ++y) {
-            mx = mx_l[y] > mx ? mx_l[y] : mx;
-            nan += nan_l[y];
+        std::fill(st.begin(), st.begin() + nj * R, A(0));
+        gemm_acc(nj, R, D, ks.data(), D, 1, qt.data(), R, st.data(), R);
+        // Masks: causal (key j0 + jj is hidden from rows i0 + i < j0 + jj), then the
+        // explicit mask, element by element through its strides.
+        if (a.causal)
+          for (int64_t jj = 0; jj < nj; ++jj) {
+            A* row = st.data() + jj * R;
+            const int64_t first = j0 + jj - i0;  // lanes below this are masked
+            for (int64_t i = 0; i < R; ++i) row[i] = i < first ? neg_inf<A>() : row[i];
           }
-          if (nan > A(0)) mx = std::numeric_limits<A>::quiet_NaN();
-          const A m_new = max_takes(mx, m[i]) ? mx : m[i];
-          if (m_new == neg_inf<A>()) {  // every key so far masked: nothing to add
-            std::fill(srow, srow + kBc, A(0));
-            continue;
-          }
-          const A alpha = exp_fast(m[i] - m_new);
-          A sum_l[kLanes] = {};
-          for (int64_t j = 0; j < kBc; j += kLanes)
-            for (int64_t y = 0; y < kLanes; ++y) {
-              srow[j + y] = exp_fast(srow[j + y] - m_new);
-              sum_l[y] += srow[j + y];
+        if (a.mask_kind != MaskKind::kNone) {
+          const int64_t* ms = a.mask_stride;
+          for (int64_t i = 0; i < ni; ++i) {
+            const int64_t base = b * ms[0] + h * ms[1] + (i0 + i) * ms[2];
+            for (int64_t jj = 0; jj < nj; ++jj) {
+              const int64_t off = base + (j0 + jj) * ms[3];
+              A& x = st[jj * R + i];
+              if (a.mask_kind == MaskKind::kBool)
+                x = static_cast<const bool*>(a.mask)[off] ? x : neg_inf<A>();
+              else
+                x += load(static_cast<const T*>(a.mask) + off);
             }
-          A sum = 0;
-          for (int64_t y = 0; y < kLanes; ++y) sum += sum_l[y];
+          }
+        }
+        // Online softmax with the query rows as lanes. A NaN score makes its row's max NaN
+        // (so the row's output is NaN, as torch's softmax gives).
+        std::fill(mx, mx + R, neg_inf<A>());
+        std::fill(nan, nan + R, A(0));
+        for (int64_t jj = 0; jj < nj; ++jj) {
+          const A* row = st.data() + jj * R;
+          for (int64_t i = 0; i < R; ++i) {
+            mx[i] = row[i] > mx[i] ? row[i] : mx[i];
+            nan[i] += row[i] != row[i] ? A(1) : A(0);
+          }
+        }
+        for (int64_t i = 0; i < R; ++i) {
+          const A mi = nan[i] > A(0) ? std::numeric_limits<A>::quiet_NaN() : mx[i];
+          const A m_new = max_takes(mi, m[i]) ? mi : m[i];
+          // While every key so far is masked (m_new = -inf) subtract 0: p = exp(-inf) = 0.
+          mu[i] = m_new == neg_inf<A>() ? A(0) : m_new;
+          alpha[i] = exp_fast(m[i] - mu[i]);
           m[i] = m_new;
-          l[i] = l[i] * alpha + sum;
+          rowsum[i] = A(0);
+        }
+        for (int64_t jj = 0; jj < nj; ++jj) {
+          A* row = st.data() + jj * R;
+          for (int64_t i = 0; i < R; ++i) {
+            row[i] = exp_fast(row[i] - mu[i]);
+            rowsum[i] += row[i];
+          }
+        }
+        for (int64_t i = 0; i < R; ++i) l[i] = l[i] * alpha[i] + rowsum[i];
+        for (int64_t i = 0; i < ni; ++i) {
           A* orow = o.data() + i * Dvp;
-          for (int64_t d = 0; d < Dvp; ++d) orow[d] *= alpha;
-          if (dropout) {
+          for (int64_t d = 0; d < Dvp; ++d) orow[d] *= alpha[i];
+        }
+        if (dropout) {
+          A z[kBc];
+          for (int64_t i = 0; i < ni; ++i) {
             row_dropout(a, s, b, h, i0 + i, j0, nj, z);
-            for (int64_t jj = 0; jj < kBc; ++jj) srow[jj] *= z[jj];
+            for (int64_t jj = 0; jj < nj; ++jj) st[jj * R + i] *= z[jj];
           }
         }
         if (!v_nan) {
-          gemm_acc(ni, Dvp, nj, sc.data(), kBc, 1, vs.data(), Dvp, o.data(), Dvp);
+          gemm_acc(ni, Dvp, nj, st.data(), 1, R, vs.data(), Dvp, o.data(), Dvp);
         } else {
           // A NaN in a value row reaches only the rows that attend it (probability != 0), not
           // every row of the tile through 0 * NaN.
           for (int64_t i = 0; i < ni; ++i)
             for (int64_t jj = 0; jj < nj; ++jj) {
-              const A w = sc[i * kBc + jj];
+              const A w = st[jj * R + i];
               if (w != A(0))
                 for (int64_t d = 0; d < Dvp; ++d) o[i * Dvp + d] += w * vs[jj * Dvp + d];
             }
@@ -338,6 +371,143 @@ void tile_grads(const AttentionBwdParams& bp, BwdTiles<A>& t, int64_t b, int64_t
   }
 }
 
+// Backward in one pass per (batch, key/value head): key tiles outer, then the heads of the
+// group and their query tiles, with dK, dV of the whole head and dQ of the current head
+// accumulated in task buffers. Five products per tile pair (S, dP, dV, dK, dQ) instead of the
+// seven of the split passes, at the price of parallelism over (batch, key/value head) only.
+// The sums run in the same order as in the split passes, so the results are the same bits.
+// Scores are transposed, [key][query row], so row-wise work runs across query lanes.
+template <typename T>
+void bwd_fused(const AttentionBwdParams& p, const ParallelFor& pfor,
+               const std::vector<acc_t<T>>& delta_all) {
+  using A = acc_t<T>;
+  constexpr int64_t R = kFwdBr;
+  const AttentionShape& s = p.s;
+  const AttentionArgs& a = p.a;
+  const int64_t D = s.D, Dv = s.Dv, Dp = pad16(D), Dvp = pad16(Dv), group = s.Hq / s.Hkv;
+  const int64_t Lq = s.Lq, Lqp = (Lq + R - 1) / R * R;
+  const A scale = A(a.scale);
+  const A* lse_all = static_cast<const A*>(p.lse);
+  auto base = [&](const void* t, const int64_t (&st)[3], int64_t b, int64_t h) {
+    return static_cast<const T*>(t) + b * st[0] + h * st[1];
+  };
+  pfor(0, s.B * s.Hkv, 1, [&](int64_t begin, int64_t end) {
+    // Per head of the group: scale * Q as rows [Lqp][Dp] and transposed [D][Lqp], dO as rows
+    // [Lqp][Dvp] and transposed [Dv][Lqp], dQ accumulator [Lqp][Dp]. Per key tile: K rows
+    // [kBc][D], scale * K rows [kBc][Dp], V rows [kBc][Dv]. Tile products [kBc][R].
+    std::vector<A> qr(group * Lqp * Dp), qt(group * D * Lqp), dor(group * Lqp * Dvp),
+        dot(group * Dv * Lqp), dq(group * Lqp * Dp);
+    std::vector<A> ks(kBc * D), kss(kBc * Dp), vs(kBc * Dv), dk(kBc * Dp), dv(kBc * Dvp);
+    std::vector<A> pt(kBc * R), pdt(kBc * R), dst(kBc * R), zt(a.dropout_p > 0 ? kBc * R : 0);
+    A z[kBc], ones[R];
+    std::fill(ones, ones + R, A(1));  // dropout factors when there is no dropout
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / s.Hkv, hk = task % s.Hkv;
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t h = hk * group + g;
+        A* qrg = qr.data() + g * Lqp * Dp;
+        A* qtg = qt.data() + g * D * Lqp;
+        A* dorg = dor.data() + g * Lqp * Dvp;
+        A* dotg = dot.data() + g * Dv * Lqp;
+        load_rows(base(p.q, p.q_stride, b, h), p.q_stride[2], 0, Lq, D, Dp, Lqp, scale, qrg);
+        load_rows(base(p.grad_out, p.go_stride, b, h), p.go_stride[2], 0, Lq, Dv, Dvp, Lqp, A(1),
+                  dorg);
+        for (int64_t i = 0; i < Lqp; ++i) {
+          for (int64_t d = 0; d < D; ++d) qtg[d * Lqp + i] = qrg[i * Dp + d];
+          for (int64_t d = 0; d < Dv; ++d) dotg[d * Lqp + i] = dorg[i * Dvp + d];
+        }
+      }
+      std::fill(dq.begin(), dq.end(), A(0));
+      for (int64_t j0 = 0; j0 < s.Lk; j0 += kBc) {
+        const int64_t nj = std::min(kBc, s.Lk - j0);
+        const T* k = base(p.k, p.k_stride, b, hk);
+        load_rows(k, p.k_stride[2], j0, nj, D, D, kBc, A(1), ks.data());
+        load_rows(k, p.k_stride[2], j0, nj, D, Dp, kBc, scale, kss.data());
+        load_rows(base(p.v, p.v_stride, b, hk), p.v_stride[2], j0, nj, Dv, Dv, kBc, A(1),
+                  vs.data());
+        std::fill(dk.begin(), dk.end(), A(0));
+        std::fill(dv.begin(), dv.end(), A(0));
+        const int64_t first_row = a.causal ? std::min(j0, Lq) : 0;
+        for (int64_t g = 0; g < group; ++g) {
+          const int64_t h = hk * group + g;
+          const A* qrg = qr.data() + g * Lqp * Dp;
+          const A* qtg = qt.data() + g * D * Lqp;
+          const A* dorg = dor.data() + g * Lqp * Dvp;
+          const A* dotg = dot.data() + g * Dv * Lqp;
+          A* dqg = dq.data() + g * Lqp * Dp;
+          const A* lse = lse_all + (b * s.Hq + h) * Lq;
+          const A* delta = delta_all.data() + (b * s.Hq + h) * Lq;
+          for (int64_t i0 = first_row / R * R; i0 < Lq; i0 += R) {
+            const int64_t ni = std::min(R, Lq - i0);
+            // S^T = K (scale Q)^T, dP~^T = V dO^T.
+            std::fill(pt.begin(), pt.begin() + nj * R, A(0));
+            std::fill(dst.begin(), dst.begin() + nj * R, A(0));
+            gemm_acc(nj, R, D, ks.data(), D, 1, qtg + i0, Lqp, pt.data(), R);
+            gemm_acc(nj, R, Dv, vs.data(), Dv, 1, dotg + i0, Lqp, dst.data(), R);
+            if (a.mask_kind != MaskKind::kNone) {
+              const int64_t* ms = a.mask_stride;
+              for (int64_t i = 0; i < ni; ++i) {
+                const int64_t mbase = b * ms[0] + h * ms[1] + (i0 + i) * ms[2];
+                for (int64_t jj = 0; jj < nj; ++jj) {
+                  const int64_t off = mbase + (j0 + jj) * ms[3];
+                  A& x = pt[jj * R + i];
+                  if (a.mask_kind == MaskKind::kBool)
+                    x = static_cast<const bool*>(a.mask)[off] ? x : neg_inf<A>();
+                  else
+                    x += load(static_cast<const T*>(a.mask) + off);
+                }
+              }
+            }
+            const bool dropout = a.dropout_p > 0;
+            if (dropout)
+              for (int64_t i = 0; i < ni; ++i) {
+                row_dropout(a, s, b, h, i0 + i, j0, nj, z);
+                for (int64_t jj = 0; jj < nj; ++jj) zt[jj * R + i] = z[jj];
+              }
+            // P = exp(S - lse), Pd = P z, dS = P (dP~ z - D): lanes are query rows. Lanes
+            // past the last row get lse = +inf, so P = 0 there, as for causally hidden keys.
+            A lse_t[R], delta_t[R];
+            for (int64_t i = 0; i < R; ++i) {
+              lse_t[i] = i < ni ? lse[i0 + i] : std::numeric_limits<A>::infinity();
+              delta_t[i] = i < ni ? delta[i0 + i] : A(0);
+            }
+            for (int64_t jj = 0; jj < nj; ++jj) {
+              A* prow = pt.data() + jj * R;
+              A* pdrow = pdt.data() + jj * R;
+              A* drow = dst.data() + jj * R;
+              const A* zrow = dropout ? zt.data() + jj * R : ones;
+              const int64_t first = a.causal ? j0 + jj - i0 : 0;  // lanes below: key hidden
+              for (int64_t i = 0; i < R; ++i) {
+                const A pv = exp_fast(i < first ? neg_inf<A>() : prow[i] - lse_t[i]);
+                const A dp = drow[i] * zrow[i];
+                prow[i] = pv;
+                pdrow[i] = pv * zrow[i];
+                drow[i] = pv == A(0) ? A(0) : pv * (dp - delta_t[i]);
+              }
+            }
+            // dV += Pd^T dO; dK += dS^T (scale Q); dQ += dS (scale K).
+            gemm_acc(nj, Dvp, ni, pdt.data(), R, 1, dorg + i0 * Dvp, Dvp, dv.data(), Dvp);
+            gemm_acc(nj, Dp, ni, dst.data(), R, 1, qrg + i0 * Dp, Dp, dk.data(), Dp);
+            gemm_acc(ni, Dp, nj, dst.data(), 1, R, kss.data(), Dp, dqg + i0 * Dp, Dp);
+          }
+        }
+        T* dkp = static_cast<T*>(p.dk) + ((b * s.Hkv + hk) * s.Lk + j0) * D;
+        T* dvp = static_cast<T*>(p.dv) + ((b * s.Hkv + hk) * s.Lk + j0) * Dv;
+        for (int64_t jj = 0; jj < nj; ++jj) {
+          for (int64_t d = 0; d < D; ++d) store(dkp + jj * D + d, dk[jj * Dp + d]);
+          for (int64_t d = 0; d < Dv; ++d) store(dvp + jj * Dv + d, dv[jj * Dvp + d]);
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        T* dqp = static_cast<T*>(p.dq) + (b * s.Hq + hk * group + g) * Lq * D;
+        const A* dqg = dq.data() + g * Lqp * Dp;
+        for (int64_t i = 0; i < Lq; ++i)
+          for (int64_t d = 0; d < D; ++d) store(dqp + i * D + d, dqg[i * Dp + d]);
+      }
+    }
+  });
+}
+
 template <typename T>
 void bwd(const AttentionBwdParams& p, const ParallelFor& pfor) {
   using A = acc_t<T>;
@@ -352,35 +522,56 @@ void bwd(const AttentionBwdParams& p, const ParallelFor& pfor) {
     return static_cast<const T*>(t) + b * st[0] + h * st[1];
   };
 
-  // Pass 0: D_i = sum_j P_ij dP_ij, from the recomputed P in the accumulation type. This
-  // equals dO_i . O_i, but computing it from the stored (rounded) O would put O's rounding
-  // error into every dS_ij = P_ij (dP_ij - D_i), where dP_ij - D_i often cancels.
-  pfor(0, s.B * s.Hq * qtiles, 1, [&](int64_t begin, int64_t end) {
-    BwdTiles<A> t(D, Dv);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / (s.Hq * qtiles), h = (task / qtiles) % s.Hq, qt = task % qtiles;
-      const int64_t hk = h / group, i0 = qt * kBr, ni = std::min(kBr, s.Lq - i0);
-      const A* lse = lse_all + (b * s.Hq + h) * s.Lq + i0;
-      A* delta = delta_all.data() + (b * s.Hq + h) * s.Lq + i0;
-      load_rows(base(p.q, p.q_stride, b, h), p.q_stride[2], i0, ni, D, t.Dp, ni, scale,
-                t.qs.data());
-      load_rows(base(p.grad_out, p.go_stride, b, h), p.go_stride[2], i0, ni, Dv, t.Dvp, ni, A(1),
-                t.dos.data());
-      std::fill(delta, delta + ni, A(0));
-      const int64_t jend = key_end(a, s, i0 + ni - 1);
-      for (int64_t j0 = 0; j0 < jend; j0 += kBc) {
-        const int64_t nj = std::min(kBc, s.Lk - j0);
-        load_transposed(base(p.k, p.k_stride, b, hk), p.k_stride[2], j0, nj, D, t.kt.data());
-        load_transposed(base(p.v, p.v_stride, b, hk), p.v_stride[2], j0, nj, Dv, t.vt.data());
-        tile_grads<T>(p, t, b, h, i0, ni, j0, nj, lse, static_cast<const A*>(nullptr));
-        for (int64_t i = 0; i < ni; ++i) {
-          A acc = 0;
-          for (int64_t jj = 0; jj < kBc; ++jj) acc += t.ds[i * kBc + jj];
-          delta[i] += acc;
+  // Pass 0: D_i = sum_j P_ij dP_ij, which equals dO_i . O_i. For 16-bit types it is summed
+  // from the recomputed P in the accumulation type: the stored O is rounded to 16 bits, and
+  // its rounding error would go into every dS_ij = P_ij (dP_ij - D_i), where dP_ij - D_i
+  // often cancels. For float32 and float64, O is exact enough and dO_i . O_i is cheap.
+  if constexpr (!std::is_same<T, A>::value) {
+    pfor(0, s.B * s.Hq * qtiles, 1, [&](int64_t begin, int64_t end) {
+      BwdTiles<A> t(D, Dv);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / (s.Hq * qtiles), h = (task / qtiles) % s.Hq, qt = task % qtiles;
+        const int64_t hk = h / group, i0 = qt * kBr, ni = std::min(kBr, s.Lq - i0);
+        const A* lse = lse_all + (b * s.Hq + h) * s.Lq + i0;
+        A* delta = delta_all.data() + (b * s.Hq + h) * s.Lq + i0;
+        load_rows(base(p.q, p.q_stride, b, h), p.q_stride[2], i0, ni, D, t.Dp, ni, scale,
+                  t.qs.data());
+        load_rows(base(p.grad_out, p.go_stride, b, h), p.go_stride[2], i0, ni, Dv, t.Dvp, ni, A(1),
+                  t.dos.data());
+        std::fill(delta, delta + ni, A(0));
+        const int64_t jend = key_end(a, s, i0 + ni - 1);
+        for (int64_t j0 = 0; j0 < jend; j0 += kBc) {
+          const int64_t nj = std::min(kBc, s.Lk - j0);
+          load_transposed(base(p.k, p.k_stride, b, hk), p.k_stride[2], j0, nj, D, t.kt.data());
+          load_transposed(base(p.v, p.v_stride, b, hk), p.v_stride[2], j0, nj, Dv, t.vt.data());
+          tile_grads<T>(p, t, b, h, i0, ni, j0, nj, lse, static_cast<const A*>(nullptr));
+          for (int64_t i = 0; i < ni; ++i) {
+            A acc = 0;
+            for (int64_t jj = 0; jj < kBc; ++jj) acc += t.ds[i * kBc + jj];
+            delta[i] += acc;
+          }
         }
       }
-    }
-  });
+    });
+  } else {
+    pfor(0, s.B * s.Hq, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const int64_t b = bh / s.Hq, h = bh % s.Hq;
+        const T* go = base(p.grad_out, p.go_stride, b, h);
+        const T* o = base(p.out, p.o_stride, b, h);
+        for (int64_t i = 0; i < s.Lq; ++i) {
+          const T* gr = go + i * p.go_stride[2];
+          const T* orow = o + i * p.o_stride[2];
+          A acc = 0;
+          for (int64_t d = 0; d < Dv; ++d) acc += gr[d] * orow[d];
+          delta_all[bh * s.Lq + i] = acc;
+        }
+      }
+    });
+  }
+
+  // Enough (batch, key/value head) pairs to keep every thread busy: one fused pass.
+  if (s.B * s.Hkv >= kFusedMinTasks) return bwd_fused<T>(p, pfor, delta_all);
 
   // Pass 1: dK, dV per (batch, key/value head, key tile).
   pfor(0, s.B * s.Hkv * ktiles, 1, [&](int64_t begin, int64_t end) {

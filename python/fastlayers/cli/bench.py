@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-BENCHES = ["maxpool"]
+BENCHES = ["maxpool", "attention"]
 
 
 def _bench_root():

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import fastlayers.functional as FF
+from fastlayers.ops import attention as at
 from fastlayers.ops import max_pool2d as mp
 from fastlayers.ops._common import cuda_built
 
@@ -49,7 +50,39 @@ def _max_pool2d_cases(device):
                 yield label, lambda d=dtype, lay=layout, k=kwargs, s=shape: _check_max_pool2d(device, d, lay, k, s)
 
 
-CHECKS = {"max_pool2d": _max_pool2d_cases}
+def _check_attention(device, dtype, shapes, kwargs):
+    (b, hq, hk, lq, lk, d) = shapes
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(b, hq, lq, d, generator=g).to(device, dtype).requires_grad_()
+    k = torch.randn(b, hk, lk, d, generator=g).to(device, dtype).requires_grad_()
+    v = torch.randn(b, hk, lk, d, generator=g).to(device, dtype).requires_grad_()
+    out = FF.scaled_dot_product_attention(q, k, v, **kwargs)
+    qr, kr, vr = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref = F.scaled_dot_product_attention(qr, kr, vr, **kwargs)
+    tol = 3e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if not torch.allclose(out.double(), ref, rtol=tol, atol=tol):
+        return "forward differs"
+    grad = torch.randn(out.shape, generator=g).to(device, dtype)
+    grads = torch.autograd.grad(out, (q, k, v), grad)
+    refs = torch.autograd.grad(ref, (qr, kr, vr), grad.double())
+    if not all(torch.allclose(a.double(), r, rtol=tol, atol=tol) for a, r in zip(grads, refs, strict=True)):
+        return "backward differs"
+    return None
+
+
+def _attention_cases(device):
+    dtypes = at.CPU_DTYPES if device == "cpu" else at.CUDA_DTYPES
+    configs = [
+        ((2, 4, 4, 37, 53, 64), dict()),
+        ((1, 4, 2, 70, 70, 40), dict(is_causal=True, enable_gqa=True)),
+    ]
+    for dtype in dtypes:
+        for shapes, kwargs in configs:
+            label = f"{str(dtype).split('.')[-1]} BHqHkvLqLkD={shapes} {kwargs}"
+            yield label, lambda t=dtype, s=shapes, k=kwargs: _check_attention(device, t, s, k)
+
+
+CHECKS = {"max_pool2d": _max_pool2d_cases, "scaled_dot_product_attention": _attention_cases}
 
 
 def run() -> int:
