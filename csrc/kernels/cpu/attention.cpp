@@ -13,38 +13,8 @@
 namespace fl {
 namespace cpu {
 
-#if FL_CPU_X86_VARIANTS
-namespace avx2 {
-void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor);
-void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor);
-}  // namespace avx2
-namespace avx512 {
-void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor);
-void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor);
-}  // namespace avx512
-#endif
-
-void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor) {
-#if FL_CPU_X86_VARIANTS
-  switch (runtime_isa()) {
-    case Isa::kAvx512: return avx512::attention_forward(p, pfor);
-    case Isa::kAvx2: return avx2::attention_forward(p, pfor);
-    default: break;
-  }
-#endif
-  base::attention_forward(p, pfor);
-}
-
-void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor) {
-#if FL_CPU_X86_VARIANTS
-  switch (runtime_isa()) {
-    case Isa::kAvx512: return avx512::attention_backward(p, pfor);
-    case Isa::kAvx2: return avx2::attention_backward(p, pfor);
-    default: break;
-  }
-#endif
-  base::attention_backward(p, pfor);
-}
+FL_CPU_DISPATCH(attention_forward, AttentionFwdParams)
+FL_CPU_DISPATCH(attention_backward, AttentionBwdParams)
 
 }  // namespace cpu
 }  // namespace fl

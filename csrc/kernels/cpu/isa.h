@@ -71,3 +71,26 @@ inline const char* isa_name(Isa isa) {
 
 }  // namespace cpu
 }  // namespace fl
+
+// In namespace fl::cpu of an op's baseline .cpp: declares the op's AVX2 and AVX-512 variants
+// of `fn(const Params&, const ParallelFor&)` and defines fl::cpu::fn, which calls the best one
+// the CPU supports (or base::fn).
+#if FL_CPU_X86_VARIANTS
+#define FL_CPU_DISPATCH(fn, Params)                   \
+  namespace avx2 {                                    \
+  void fn(const Params& p, const ParallelFor& pfor);  \
+  }                                                   \
+  namespace avx512 {                                  \
+  void fn(const Params& p, const ParallelFor& pfor);  \
+  }                                                   \
+  void fn(const Params& p, const ParallelFor& pfor) { \
+    switch (runtime_isa()) {                          \
+      case Isa::kAvx512: return avx512::fn(p, pfor);  \
+      case Isa::kAvx2: return avx2::fn(p, pfor);      \
+      default: return base::fn(p, pfor);              \
+    }                                                 \
+  }
+#else
+#define FL_CPU_DISPATCH(fn, Params) \
+  void fn(const Params& p, const ParallelFor& pfor) { base::fn(p, pfor); }
+#endif

@@ -10,38 +10,8 @@
 namespace fl {
 namespace cpu {
 
-#if FL_CPU_X86_VARIANTS
-namespace avx2 {
-void max_pool2d_forward(const MaxPool2dFwdParams& p, const ParallelFor& pfor);
-void max_pool2d_backward(const MaxPool2dBwdParams& p, const ParallelFor& pfor);
-}  // namespace avx2
-namespace avx512 {
-void max_pool2d_forward(const MaxPool2dFwdParams& p, const ParallelFor& pfor);
-void max_pool2d_backward(const MaxPool2dBwdParams& p, const ParallelFor& pfor);
-}  // namespace avx512
-#endif
-
-void max_pool2d_forward(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
-#if FL_CPU_X86_VARIANTS
-  switch (runtime_isa()) {
-    case Isa::kAvx512: return avx512::max_pool2d_forward(p, pfor);
-    case Isa::kAvx2: return avx2::max_pool2d_forward(p, pfor);
-    default: break;
-  }
-#endif
-  base::max_pool2d_forward(p, pfor);
-}
-
-void max_pool2d_backward(const MaxPool2dBwdParams& p, const ParallelFor& pfor) {
-#if FL_CPU_X86_VARIANTS
-  switch (runtime_isa()) {
-    case Isa::kAvx512: return avx512::max_pool2d_backward(p, pfor);
-    case Isa::kAvx2: return avx2::max_pool2d_backward(p, pfor);
-    default: break;
-  }
-#endif
-  base::max_pool2d_backward(p, pfor);
-}
+FL_CPU_DISPATCH(max_pool2d_forward, MaxPool2dFwdParams)
+FL_CPU_DISPATCH(max_pool2d_backward, MaxPool2dBwdParams)
 
 const char* max_pool2d_isa() { return isa_name(runtime_isa()); }
 
