@@ -31,6 +31,9 @@ inline void define_schemas(torch::Library& m) {
       "attention_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor out, "
       "Tensor lse, Tensor? attn_mask, float dropout_p, bool is_causal, float scale, "
       "Tensor? seed_offset) -> (Tensor, Tensor, Tensor)");
+  // Softmax along `dim` (wrapped like torch's); backward takes the forward's output.
+  m.def("softmax_forward(Tensor self, int dim) -> Tensor");
+  m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
 }
 
 }  // namespace ops

@@ -2,8 +2,9 @@
 
 from fastlayers.ops.attention import scaled_dot_product_attention
 from fastlayers.ops.max_pool2d import max_pool2d
+from fastlayers.ops.softmax import softmax
 
-__all__ = ["max_pool2d", "max_pool2d_with_indices", "scaled_dot_product_attention"]
+__all__ = ["max_pool2d", "max_pool2d_with_indices", "scaled_dot_product_attention", "softmax"]
 
 
 def max_pool2d_with_indices(

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import fastlayers.functional as FF
 from fastlayers.ops import attention as at
 from fastlayers.ops import max_pool2d as mp
+from fastlayers.ops import softmax as sm
 from fastlayers.ops._common import cuda_built
 
 
@@ -82,7 +83,35 @@ def _attention_cases(device):
             yield label, lambda t=dtype, s=shapes, k=kwargs: _check_attention(device, t, s, k)
 
 
-CHECKS = {"max_pool2d": _max_pool2d_cases, "scaled_dot_product_attention": _attention_cases}
+def _check_softmax(device, dtype, shape, dim):
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3).to(device, dtype).requires_grad_()
+    out = FF.softmax(x, dim)
+    xr = x.detach().double().requires_grad_()
+    ref = F.softmax(xr, dim)
+    tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5
+    if not torch.allclose(out.double(), ref, rtol=tol, atol=tol):
+        return "forward differs"
+    grad = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, x, grad)
+    (gr,) = torch.autograd.grad(ref, xr, grad.double())
+    if not torch.allclose(g.double(), gr, rtol=tol, atol=tol):
+        return "backward differs"
+    return None
+
+
+def _softmax_cases(device):
+    dtypes = sm.CPU_DTYPES if device == "cpu" else sm.CUDA_DTYPES
+    for dtype in dtypes:
+        for shape, dim in (((8, 1000), -1), ((4, 37, 9), 1)):
+            label = f"{str(dtype).split('.')[-1]} {'x'.join(map(str, shape))} dim={dim}"
+            yield label, lambda t=dtype, s=shape, d=dim: _check_softmax(device, t, s, d)
+
+
+CHECKS = {
+    "max_pool2d": _max_pool2d_cases,
+    "scaled_dot_product_attention": _attention_cases,
+    "softmax": _softmax_cases,
+}
 
 
 def run() -> int:

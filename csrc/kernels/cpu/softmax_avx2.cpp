@@ -1,0 +1,13 @@
+// Softmax CPU kernels compiled for AVX2 + FMA (see isa.h).
+
+#include "fastlayers/softmax.h"
+#include "kernels/cpu/isa.h"
+
+#if FL_CPU_X86_VARIANTS
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FL_ISA_NS avx2
+#include "kernels/cpu/softmax_impl.h"
+#undef FL_ISA_NS
+#pragma GCC pop_options
+#endif
