@@ -34,6 +34,8 @@ inline void define_schemas(torch::Library& m) {
   // Softmax along `dim` (wrapped like torch's); backward takes the forward's output.
   m.def("softmax_forward(Tensor self, int dim) -> Tensor");
   m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
+  // x + the sinusoidal encoding of each position along seq_dim (features: the last dim).
+  m.def("positional_encoding(Tensor self, int seq_dim) -> Tensor");
 }
 
 }  // namespace ops

@@ -11,6 +11,7 @@ OPS = {
     "max_pool2d": ("max_pool2d_forward", "max_pool2d", "max_pool2d_backward"),
     "scaled_dot_product_attention": ("attention_forward", "attention_backward"),
     "softmax": ("softmax_forward", "softmax_backward"),
+    "positional_encoding": ("positional_encoding",),
 }
 
 

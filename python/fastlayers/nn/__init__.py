@@ -2,5 +2,6 @@
 
 from fastlayers.nn.activation import Softmax
 from fastlayers.nn.pool import MaxPool2d
+from fastlayers.nn.positional import LearnedPositionalEncoding, PositionalEncoding
 
-__all__ = ["MaxPool2d", "Softmax"]
+__all__ = ["LearnedPositionalEncoding", "MaxPool2d", "PositionalEncoding", "Softmax"]
