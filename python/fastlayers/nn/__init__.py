@@ -1,7 +1,8 @@
 """Drop-in replacements for torch.nn layers, backed by fastlayers kernels."""
 
 from fastlayers.nn.activation import Softmax
+from fastlayers.nn.attention import MultiheadAttention
 from fastlayers.nn.pool import MaxPool2d
 from fastlayers.nn.positional import LearnedPositionalEncoding, PositionalEncoding
 
-__all__ = ["LearnedPositionalEncoding", "MaxPool2d", "PositionalEncoding", "Softmax"]
+__all__ = ["LearnedPositionalEncoding", "MaxPool2d", "MultiheadAttention", "PositionalEncoding", "Softmax"]
