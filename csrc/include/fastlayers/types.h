@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 namespace fl {
 
@@ -61,6 +62,19 @@ inline void store(T* p, acc_t<T> v) {
 template <>
 inline void store<bf16>(bf16* p, float v) {
   *p = to_bf16(v);
+}
+
+// Calls f(T{}) with T the storage type of `t`, for the CPU kernels' types (float, double,
+// bf16); the glue admits no other, and any other throws. Kernels dispatch with
+//   dispatch_cpu_types(p.s.dtype, [&](auto tag) { kernel<decltype(tag)>(p, pfor); });
+template <typename F>
+inline void dispatch_cpu_types(DType t, F&& f) {
+  switch (t) {
+    case DType::kFloat32: return f(float{});
+    case DType::kFloat64: return f(double{});
+    case DType::kBFloat16: return f(bf16{});
+    default: throw std::invalid_argument("fastlayers CPU kernel: unsupported dtype");
+  }
 }
 
 // torch's max rule: a NaN always wins, so NaN propagates, and the last NaN seen is kept.

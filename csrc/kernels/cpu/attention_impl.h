@@ -643,21 +643,11 @@ void bwd(const AttentionBwdParams& p, const ParallelFor& pfor) {
 }  // namespace
 
 void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor) {
-  switch (p.s.dtype) {
-    case DType::kFloat32: return fwd<float>(p, pfor);
-    case DType::kFloat64: return fwd<double>(p, pfor);
-    case DType::kBFloat16: return fwd<bf16>(p, pfor);
-    default: return;  // the glue admits only the types above
-  }
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) { fwd<decltype(tag)>(p, pfor); });
 }
 
 void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor) {
-  switch (p.s.dtype) {
-    case DType::kFloat32: return bwd<float>(p, pfor);
-    case DType::kFloat64: return bwd<double>(p, pfor);
-    case DType::kBFloat16: return bwd<bf16>(p, pfor);
-    default: return;
-  }
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) { bwd<decltype(tag)>(p, pfor); });
 }
 
 }  // namespace FL_ISA_NS

@@ -367,21 +367,11 @@ void backward_t(const MaxPool2dBwdParams& p, const ParallelFor& pfor) {
 }  // namespace
 
 void max_pool2d_forward(const MaxPool2dFwdParams& p, const ParallelFor& pfor) {
-  switch (p.s.dtype) {
-    case DType::kFloat32: return forward_t<float>(p, pfor);
-    case DType::kFloat64: return forward_t<double>(p, pfor);
-    case DType::kBFloat16: return forward_t<bf16>(p, pfor);
-    default: throw std::invalid_argument("max_pool2d (cpu): unsupported dtype");
-  }
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) { forward_t<decltype(tag)>(p, pfor); });
 }
 
 void max_pool2d_backward(const MaxPool2dBwdParams& p, const ParallelFor& pfor) {
-  switch (p.s.dtype) {
-    case DType::kFloat32: return backward_t<float>(p, pfor);
-    case DType::kFloat64: return backward_t<double>(p, pfor);
-    case DType::kBFloat16: return backward_t<bf16>(p, pfor);
-    default: throw std::invalid_argument("max_pool2d backward (cpu): unsupported dtype");
-  }
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) { backward_t<decltype(tag)>(p, pfor); });
 }
 
 }  // namespace FL_ISA_NS

@@ -41,12 +41,7 @@ void add_encoding(const PositionalEncodingParams& p, const ParallelFor& pfor) {
 }  // namespace
 
 void positional_encoding(const PositionalEncodingParams& p, const ParallelFor& pfor) {
-  switch (p.dtype) {
-    case DType::kFloat32: return add_encoding<float>(p, pfor);
-    case DType::kFloat64: return add_encoding<double>(p, pfor);
-    case DType::kBFloat16: return add_encoding<bf16>(p, pfor);
-    default: return;  // the glue admits only the types above
-  }
+  dispatch_cpu_types(p.dtype, [&](auto tag) { add_encoding<decltype(tag)>(p, pfor); });
 }
 
 }  // namespace cpu

@@ -19,6 +19,7 @@ import math
 import torch
 
 from fastlayers._config import fallback
+from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = ()  # CUDA kernels: not yet built (issue #4); CUDA inputs fall back to torch
@@ -71,14 +72,9 @@ torch.library.register_autograd("fastlayers::attention_forward", _grad_forward, 
 
 def unsupported_reason(q, k, v, attn_mask) -> str | None:
     """Why no fastlayers kernel covers these inputs, or None when one does."""
-    dev = q.device.type
-    if dev == "meta":
-        return None
-    ok = {"cpu": CPU_DTYPES, "cuda": CUDA_DTYPES}.get(dev)
-    if ok is None:
-        return f"device {dev}"
-    if q.dtype not in ok:
-        return f"{q.dtype} on {dev}"
+    reason = dtype_unsupported_reason(q, CPU_DTYPES, CUDA_DTYPES)
+    if reason is not None:
+        return reason
     if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.requires_grad:
         return "an additive attn_mask that requires grad"
     return None

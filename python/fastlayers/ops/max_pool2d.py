@@ -18,7 +18,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from fastlayers._config import fallback
-from fastlayers.ops._common import cuda_built
+from fastlayers.ops._common import dtype_unsupported_reason
 
 _IntOrPair = int | Sequence[int]
 
@@ -169,16 +169,7 @@ def _as_list(v: _IntOrPair | None) -> list[int]:
 
 def unsupported_reason(x: torch.Tensor) -> str | None:
     """Why no fastlayers kernel covers `x`, or None when one does."""
-    dev = x.device.type
-    if dev == "cpu":
-        return None if x.dtype in CPU_DTYPES else f"{x.dtype} on cpu"
-    if dev == "cuda":
-        if not cuda_built():
-            return "cuda (this build of fastlayers has no CUDA kernels)"
-        return None if x.dtype in CUDA_DTYPES else f"{x.dtype} on cuda"
-    if dev == "meta":
-        return None
-    return f"device {dev}"
+    return dtype_unsupported_reason(x, CPU_DTYPES, CUDA_DTYPES)
 
 
 def max_pool2d(

@@ -11,6 +11,7 @@ import math
 import torch
 
 from fastlayers._config import fallback
+from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = ()  # CUDA kernel: not yet built (issue #4); CUDA inputs fall back to torch
@@ -49,10 +50,9 @@ def sinusoidal_table(length: int, d_model: int, dtype=torch.float32, device=None
 
 def add_positional_encoding(x: torch.Tensor, seq_dim: int) -> torch.Tensor:
     """x plus the sinusoidal encoding of each position along `seq_dim` (features: dim -1)."""
-    dev = x.device.type
-    ok = {"cpu": CPU_DTYPES, "cuda": CUDA_DTYPES}.get(dev)
-    if dev != "meta" and (ok is None or x.dtype not in ok):
-        fallback("positional_encoding", f"{x.dtype} on {dev}")
+    reason = dtype_unsupported_reason(x, CPU_DTYPES, CUDA_DTYPES)
+    if reason is not None:
+        fallback("positional_encoding", reason)
         sd = seq_dim % x.dim()
         pe = sinusoidal_table(x.shape[sd], x.shape[-1], x.dtype, x.device)
         return x + pe.view(x.shape[sd], *([1] * (x.dim() - sd - 2)), x.shape[-1])

@@ -8,6 +8,7 @@ Ops (schemas in csrc/ops/schemas.h):
 import torch
 
 from fastlayers._config import fallback
+from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = ()  # CUDA kernel: not yet built (issue #4); CUDA inputs fall back to torch
@@ -42,13 +43,7 @@ torch.library.register_autograd("fastlayers::softmax_forward", _grad, setup_cont
 
 
 def unsupported_reason(x: torch.Tensor) -> str | None:
-    dev = x.device.type
-    if dev == "meta":
-        return None
-    ok = {"cpu": CPU_DTYPES, "cuda": CUDA_DTYPES}.get(dev)
-    if ok is None:
-        return f"device {dev}"
-    return None if x.dtype in ok else f"{x.dtype} on {dev}"
+    return dtype_unsupported_reason(x, CPU_DTYPES, CUDA_DTYPES)
 
 
 def softmax(input: torch.Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None):
