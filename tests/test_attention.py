@@ -352,3 +352,68 @@ def test_query_offsets_past_2_31():
     out = FF.scaled_dot_product_attention(q, k, v, enable_gqa=True)
     ref = _rows_reference(tail, k, v, list(range(40)), 1 / math.sqrt(d))
     torch.testing.assert_close(out[:, -1:, -40:].double(), ref, rtol=2e-2, atol=2e-2)
+
+
+# ---------------------------------------------------------------------------------------
+# The lower-level entry (out, lse) and the probabilities recomputed from lse.
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(is_causal=True), dict(mask="bool"), dict(mask="float"), dict(enable_gqa=True)],
+    ids=str,
+)
+def test_probs_from_lse_match_softmax(kwargs):
+    g = torch.Generator().manual_seed(4)
+    hk = 2 if kwargs.get("enable_gqa") else 4
+    q = torch.randn(2, 4, 9, 8, generator=g, dtype=torch.float64)
+    k = torch.randn(2, hk, 70, 8, generator=g, dtype=torch.float64)
+    v = torch.randn(2, hk, 70, 5, generator=g, dtype=torch.float64)
+    mask = None
+    if kwargs.get("mask") == "bool":
+        mask = torch.rand(9, 70, generator=g) > 0.3
+        mask[3] = False  # a row with no key: weights 0
+    elif kwargs.get("mask") == "float":
+        mask = torch.randn(2, 1, 9, 70, generator=g, dtype=torch.float64)
+    causal, gqa = kwargs.get("is_causal", False), kwargs.get("enable_gqa", False)
+    out, lse, so = at.attention_with_lse(q, k, v, mask, is_causal=causal, enable_gqa=gqa)
+    assert lse.shape == (2, 4, 9) and so is None
+    kr = k.repeat_interleave(4 // hk, 1)
+    scores = q @ kr.transpose(-1, -2) / math.sqrt(8)
+    if causal:
+        scores = scores.masked_fill(torch.ones(9, 70, dtype=torch.bool).tril().logical_not(), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    ref = torch.nan_to_num(torch.softmax(scores, -1), nan=0.0)
+    probs = at.attention_probs(q, k, lse, mask, is_causal=causal, enable_gqa=gqa)
+    torch.testing.assert_close(probs, ref)
+    torch.testing.assert_close(probs @ v.repeat_interleave(4 // hk, 1), out)
+    rows = torch.tensor([8, 0, 3, 3])
+    sub = at.attention_probs(q, k, lse, mask, is_causal=causal, rows=rows, enable_gqa=gqa)
+    torch.testing.assert_close(sub, ref[:, :, rows])
+
+
+def test_probs_with_dropout_are_the_weights_the_output_used():
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 33, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    out, lse, so = at.attention_with_lse(q, k, v, dropout_p=0.4)
+    w = at.attention_probs(q, k, lse, dropout_p=0.4, seed_offset=so)
+    torch.testing.assert_close(w @ v, out)
+    assert 0.3 < (w == 0).double().mean().item() < 0.5
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("case", [Case(1, 2, 1, 5, 6, 4, 4, causal=True), Case(2, 2, 2, 4, 5, 3, 3, mask="float:bhqk")], ids=str)
+def test_probs_gradcheck(case, dropout):
+    q, k, v, mask = make_inputs(case, "cpu", torch.float64, requires_grad=True)
+    so = torch.tensor([7, 1], dtype=torch.int64) if dropout else None
+    scale = 1 / math.sqrt(case.d)
+    rows = torch.tensor([0, 2, 2])
+
+    def weights(a, b):
+        _, lse = at._forward(a, b, v.detach(), mask, dropout, case.causal, scale, so)
+        return at._probs(a, b, lse, mask, dropout, case.causal, scale, so, rows)
+
+    assert torch.autograd.gradcheck(weights, (q, k))
+    _, lse = at._forward(q.detach(), k.detach(), v.detach(), mask, dropout, case.causal, scale, so)
+    torch.library.opcheck(at._probs, (q, k, lse, mask, dropout, case.causal, scale, so, rows))

@@ -36,11 +36,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
       [](const AttentionBwdParams& p) { cpu::attention_backward(p, torch_parallel_for()); });
 }
 
+at::Tensor probs_cpu(const at::Tensor& query, const at::Tensor& key, const at::Tensor& lse,
+                     const std::optional<at::Tensor>& attn_mask, double dropout_p, bool is_causal,
+                     double scale, const std::optional<at::Tensor>& seed_offset,
+                     const std::optional<at::Tensor>& rows) {
+  return attention_probs_impl(
+      query, key, lse, attn_mask, dropout_p, is_causal, scale, seed_offset, rows, kCpuTypes, "cpu",
+      [](const AttentionProbsParams& p) { cpu::attention_probs(p, torch_parallel_for()); });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
   m.impl("attention_forward", &forward_cpu);
   m.impl("attention_backward", &backward_cpu);
+  m.impl("attention_probs", &probs_cpu);
 }
 
 }  // namespace ops

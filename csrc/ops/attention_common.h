@@ -142,6 +142,49 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_impl(
   return {out, lse};
 }
 
+// Probabilities of the given query rows (all rows when `rows` is absent): [B, Hq, R, Lk].
+template <typename Launch>
+at::Tensor attention_probs_impl(const at::Tensor& query, const at::Tensor& key,
+                                const at::Tensor& lse, const std::optional<at::Tensor>& attn_mask,
+                                double dropout_p, bool is_causal, double scale,
+                                const std::optional<at::Tensor>& seed_offset,
+                                const std::optional<at::Tensor>& rows,
+                                std::initializer_list<at::ScalarType> dtypes, const char* device,
+                                Launch&& launch) {
+  const char* op = "attention_probs";
+  AttentionInputs in = attention_inputs(query, key, key, attn_mask, dropout_p, is_causal, scale,
+                                        seed_offset, dtypes, device, op);
+  const AttentionShape& s = in.s;
+  check_same_device({{"query", query}, {"lse", lse}}, op);
+  TORCH_CHECK(
+      lse.sizes() == at::IntArrayRef({s.B, s.Hq, s.Lq}) && lse.scalar_type() == lse_dtype(query),
+      op, ": lse must be ", lse_dtype(query), " of size [", s.B, ", ", s.Hq, ", ", s.Lq, "], got ",
+      lse.scalar_type(), " of size ", lse.sizes());
+  at::Tensor r = rows.has_value() ? rows->to(at::kCPU).contiguous()
+                                  : at::arange(s.Lq, at::TensorOptions().dtype(at::kLong));
+  TORCH_CHECK(r.scalar_type() == at::kLong && r.dim() == 1, op,
+              ": rows must be a 1-D int64 tensor, got ", r.scalar_type(), " of size ", r.sizes());
+  if (r.numel() > 0)
+    TORCH_CHECK(r.min().item<int64_t>() >= 0 && r.max().item<int64_t>() < s.Lq, op,
+                ": rows must be in [0, ", s.Lq, ")");
+  at::Tensor probs = at::empty({s.B, s.Hq, r.numel(), s.Lk}, query.options());
+  if (probs.numel() == 0) return probs;
+  const at::Tensor l = lse.contiguous();
+  AttentionProbsParams p{};
+  p.s = s;
+  p.a = in.a;
+  p.q = in.q.data_ptr();
+  p.k = in.k.data_ptr();
+  fill_strides(in.q, p.q_stride);
+  fill_strides(in.k, p.k_stride);
+  p.lse = l.data_ptr();
+  p.rows = r.data_ptr<int64_t>();
+  p.R = r.numel();
+  p.probs = probs.data_ptr();
+  launch(p);
+  return probs;
+}
+
 // Backward: returns (dq, dk, dv) shaped like query, key, value (contiguous).
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_impl(

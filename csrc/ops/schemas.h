@@ -31,6 +31,11 @@ inline void define_schemas(torch::Library& m) {
       "attention_backward(Tensor grad_out, Tensor query, Tensor key, Tensor value, Tensor out, "
       "Tensor lse, Tensor? attn_mask, float dropout_p, bool is_causal, float scale, "
       "Tensor? seed_offset) -> (Tensor, Tensor, Tensor)");
+  // The probabilities (after dropout) of the given query rows, recomputed from lse:
+  // [B, Hq, len(rows), Lk]; all rows when rows is None.
+  m.def(
+      "attention_probs(Tensor query, Tensor key, Tensor lse, Tensor? attn_mask, float dropout_p, "
+      "bool is_causal, float scale, Tensor? seed_offset, Tensor? rows) -> Tensor");
   // Softmax along `dim` (wrapped like torch's); backward takes the forward's output.
   m.def("softmax_forward(Tensor self, int dim) -> Tensor");
   m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");

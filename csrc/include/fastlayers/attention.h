@@ -62,8 +62,24 @@ struct AttentionBwdParams {
   void *dq, *dk, *dv;
 };
 
+// Attention probabilities of chosen query rows, recomputed from the forward's lse:
+// probs[b, h, r, j] = exp(scale * q_i . k_j + bias_ij - lse_i) * z_ij with i = rows[r]
+// (dropout factors z as in the forward, so these are the weights the output used), 0 for
+// masked keys and for rows whose keys are all masked.
+struct AttentionProbsParams {
+  AttentionShape s;
+  AttentionArgs a;
+  const void *q, *k;
+  int64_t q_stride[3], k_stride[3];
+  const void* lse;
+  const int64_t* rows;  // [R] query row indices
+  int64_t R;
+  void* probs;  // [B, Hq, R, Lk], contiguous
+};
+
 namespace cpu {
 void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor);
+void attention_probs(const AttentionProbsParams& p, const ParallelFor& pfor);
 // Deterministic: every gradient element is summed by one task in a fixed order.
 void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor);
 }  // namespace cpu

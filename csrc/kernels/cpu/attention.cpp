@@ -15,6 +15,7 @@ namespace cpu {
 
 FL_CPU_DISPATCH(attention_forward, AttentionFwdParams)
 FL_CPU_DISPATCH(attention_backward, AttentionBwdParams)
+FL_CPU_DISPATCH(attention_probs, AttentionProbsParams)
 
 }  // namespace cpu
 }  // namespace fl

@@ -640,10 +640,55 @@ void bwd(const AttentionBwdParams& p, const ParallelFor& pfor) {
   });
 }
 
+// Probabilities of chosen rows: one task per (batch, head, row); keys in tiles of kBc with
+// the bias and dropout of the forward, so the values are those the forward used.
+template <typename T>
+void probs_rows(const AttentionProbsParams& p, const ParallelFor& pfor) {
+  using A = acc_t<T>;
+  const AttentionShape& s = p.s;
+  const AttentionArgs& a = p.a;
+  const int64_t D = s.D, group = s.Hq / s.Hkv;
+  const A scale = A(a.scale);
+  const A* lse_all = static_cast<const A*>(p.lse);
+  pfor(0, s.B * s.Hq * p.R, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.Lk * D)),
+       [&](int64_t begin, int64_t end) {
+         std::vector<A> qrow(D);
+         A bias[kBc], z[kBc];
+         for (int64_t task = begin; task < end; ++task) {
+           const int64_t b = task / (s.Hq * p.R), h = (task / p.R) % s.Hq, r = task % p.R;
+           const int64_t i = p.rows[r], hk = h / group;
+           const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1] +
+                        i * p.q_stride[2];
+           const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+           for (int64_t d = 0; d < D; ++d) qrow[d] = load(q + d) * scale;
+           const A lse = lse_all[(b * s.Hq + h) * s.Lq + i];
+           T* out = static_cast<T*>(p.probs) + ((b * s.Hq + h) * p.R + r) * s.Lk;
+           for (int64_t j0 = 0; j0 < s.Lk; j0 += kBc) {
+             const int64_t nj = std::min(kBc, s.Lk - j0);
+             row_bias<T>(a, b, h, i, j0, nj, bias);
+             if (a.dropout_p > 0)
+               row_dropout(a, s, b, h, i, j0, nj, z);
+             else
+               std::fill(z, z + kBc, A(1));
+             for (int64_t jj = 0; jj < nj; ++jj) {
+               const T* kr = k + (j0 + jj) * p.k_stride[2];
+               A dot = 0;
+               for (int64_t d = 0; d < D; ++d) dot += qrow[d] * load(kr + d);
+               store(out + j0 + jj, exp_fast(dot + bias[jj] - lse) * z[jj]);
+             }
+           }
+         }
+       });
+}
+
 }  // namespace
 
 void attention_forward(const AttentionFwdParams& p, const ParallelFor& pfor) {
   dispatch_cpu_types(p.s.dtype, [&](auto tag) { fwd<decltype(tag)>(p, pfor); });
+}
+
+void attention_probs(const AttentionProbsParams& p, const ParallelFor& pfor) {
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) { probs_rows<decltype(tag)>(p, pfor); });
 }
 
 void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor) {

@@ -1,12 +1,11 @@
 """Multi-head attention on the fastlayers kernels."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from fastlayers.ops.attention import scaled_dot_product_attention
-from fastlayers.ops.softmax import softmax
+from fastlayers._config import fallback
+from fastlayers.ops import attention as at
+from fastlayers.ops._common import dtype_unsupported_reason
 
 
 class MultiheadAttention(torch.nn.MultiheadAttention):
@@ -15,9 +14,9 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
     masked out; ``is_causal`` is a hint that needs ``attn_mask``; the weights returned with
     ``need_weights`` are those after dropout, with gradients).
 
-    Without ``need_weights`` the attention runs in the fused fastlayers kernel. With it, the
-    weights are computed explicitly (scores, the fastlayers softmax kernel, dropout, then the
-    product with the values), as torch does.
+    The attention runs in the fused fastlayers kernel. With ``need_weights`` the weights are
+    recomputed from its log-sum-exp by a second kernel (with the same dropout mask), so no
+    score matrix is kept for the output.
 
     Differs from torch: a query row whose keys are all masked (e.g. a fully padded sequence)
     gets an output of 0 and weights of 0, where torch returns NaN.
@@ -34,6 +33,12 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ):
+        reason = dtype_unsupported_reason(query, at.CPU_DTYPES, at.CUDA_DTYPES)
+        if reason is not None:
+            fallback("MultiheadAttention", reason)
+            return super().forward(
+                query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
+            )
         is_batched = query.dim() == 3
         key_padding_mask = F._canonical_mask(
             mask=key_padding_mask,
@@ -138,37 +143,20 @@ class MultiheadAttention(torch.nn.MultiheadAttention):
             attn_mask = kpm if attn_mask is None else attn_mask + kpm
         dropout_p = self.dropout if self.training else 0.0
 
+        mask4 = None
+        if attn_mask is not None:
+            mask4 = attn_mask.unsqueeze(0) if attn_mask.size(0) == 1 else attn_mask.view(bsz, num_heads, -1, src_len)
+        q4 = q.view(bsz, num_heads, tgt_len, head_dim)
+        k4 = k.view(bsz, num_heads, src_len, head_dim)
+        v4 = v.view(bsz, num_heads, src_len, head_dim)
+        out, lse, seed_offset = at.attention_with_lse(q4, k4, v4, mask4, dropout_p, is_causal=sdpa_causal)
+        out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, embed_dim)
+        weights = None
         if need_weights:
-            scores = torch.bmm(q * math.sqrt(1.0 / float(head_dim)), k.transpose(-2, -1))
-            if attn_mask is not None:
-                scores = scores + attn_mask
-            weights = softmax(scores, -1)
-            if attn_mask is not None:
-                # Rows whose keys are all masked: 0 rather than softmax's NaN.
-                weights = weights.masked_fill((attn_mask == float("-inf")).all(-1, keepdim=True), 0.0)
-            if dropout_p > 0.0:
-                weights = F.dropout(weights, p=dropout_p)
-            out = torch.bmm(weights, v)
-            out = out.transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
-            weights = weights.view(bsz, num_heads, tgt_len, src_len)
+            # The weights the output used (after dropout), from the same lse and dropout stream.
+            weights = at.attention_probs(q4, k4, lse, mask4, dropout_p, seed_offset=seed_offset)
             if average:
                 weights = weights.mean(dim=1)
-        else:
-            mask4 = None
-            if attn_mask is not None:
-                mask4 = (
-                    attn_mask.unsqueeze(0) if attn_mask.size(0) == 1 else attn_mask.view(bsz, num_heads, -1, src_len)
-                )
-            out = scaled_dot_product_attention(
-                q.view(bsz, num_heads, tgt_len, head_dim),
-                k.view(bsz, num_heads, src_len, head_dim),
-                v.view(bsz, num_heads, src_len, head_dim),
-                mask4,
-                dropout_p,
-                is_causal=sdpa_causal,
-            )
-            out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, embed_dim)
-            weights = None
         out = F.linear(out, self.out_proj.weight, self.out_proj.bias).view(tgt_len, bsz, embed_dim)
         if not is_batched:
             out = out.squeeze(1)
