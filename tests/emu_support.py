@@ -79,9 +79,9 @@ def load():
 
 
 def _op_modules():
-    from fastlayers.ops import max_pool2d
+    from fastlayers.ops import max_pool2d, softmax
 
-    return [max_pool2d]
+    return [max_pool2d, softmax]
 
 
 @contextlib.contextmanager

@@ -403,7 +403,9 @@ def test_probs_with_dropout_are_the_weights_the_output_used():
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("case", [Case(1, 2, 1, 5, 6, 4, 4, causal=True), Case(2, 2, 2, 4, 5, 3, 3, mask="float:bhqk")], ids=str)
+@pytest.mark.parametrize(
+    "case", [Case(1, 2, 1, 5, 6, 4, 4, causal=True), Case(2, 2, 2, 4, 5, 3, 3, mask="float:bhqk")], ids=str
+)
 def test_probs_gradcheck(case, dropout):
     q, k, v, mask = make_inputs(case, "cpu", torch.float64, requires_grad=True)
     so = torch.tensor([7, 1], dtype=torch.int64) if dropout else None

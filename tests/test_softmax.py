@@ -4,11 +4,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emu_support
 import fastlayers
 import fastlayers.functional as FF
+from conftest import DEVICES, HAS_EMU, torch_device
 from fastlayers.ops import softmax as sm
 
-DEVICES = ["cpu"]  # CUDA softmax kernel: not built yet (issue #4)
+DTYPES = {"cpu": sm.CPU_DTYPES, "emu": sm.CUDA_DTYPES, "cuda": sm.CUDA_DTYPES}
+
+
+def device_dtype_params():
+    out = []
+    for dev in DEVICES:
+        name = dev if isinstance(dev, str) else dev.values[0]
+        marks = () if isinstance(dev, str) else dev.marks
+        for dt in DTYPES[name]:
+            out.append(pytest.param(name, dt, marks=marks, id=f"{name}-{str(dt).split('.')[-1]}"))
+    return out
+
 
 CASES = [
     ((7,), 0),
@@ -27,24 +40,24 @@ CASES = [
 ]
 
 
-def _input(shape, dtype, layout="contiguous", seed=0):
+def _input(shape, dtype, layout="contiguous", seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     if layout == "transposed" and len(shape) >= 2:
-        x = torch.randn(*reversed(shape), generator=g).to(dtype) * 3
+        x = (torch.randn(*reversed(shape), generator=g) * 3).to(device, dtype)
         return x.t() if len(shape) == 2 else x.permute(*reversed(range(len(shape))))
-    return (torch.randn(shape, generator=g) * 3).to(dtype)
+    return (torch.randn(shape, generator=g) * 3).to(device, dtype)
 
 
-@pytest.mark.parametrize("dtype", sm.CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params())
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
 @pytest.mark.parametrize("shape,dim", CASES, ids=str)
-def test_matches_torch(shape, dim, layout, dtype):
-    x = _input(shape, dtype, layout).requires_grad_()
+def test_matches_torch(shape, dim, layout, device, dtype):
+    x = _input(shape, dtype, layout, device=torch_device(device)).requires_grad_()
     out = FF.softmax(x, dim)
     xr = x.detach().double().requires_grad_()
     ref = F.softmax(xr, dim)
     assert out.shape == ref.shape and out.dtype == dtype
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(x.device, dtype)
     if out.numel():
         (gx,) = torch.autograd.grad(out, x, g)
         (gr,) = torch.autograd.grad(ref, xr, g.double())
@@ -65,8 +78,10 @@ def test_matches_torch(shape, dim, layout, dtype):
         assert err(gx, gr) <= 2 * err(gt, gr) + 1e-6
 
 
-def test_nonfinite_rows_like_torch():
-    x = torch.randn(4, 6, dtype=torch.float64)
+@pytest.mark.parametrize("device", DEVICES)
+def test_nonfinite_rows_like_torch(device):
+    dtype = torch.float64 if device == "cpu" else torch.float32
+    x = torch.randn(4, 6, dtype=dtype, device=torch_device(device))
     x[0, 2] = float("nan")
     x[1] = float("-inf")
     x[2, 3] = float("inf")
@@ -116,3 +131,14 @@ def test_torch_compile_fullgraph_matches_eager():
     compiled = torch.compile(lambda t: FF.softmax(t, -1) * 2, fullgraph=True, backend="aot_eager")
     x = torch.randn(4, 9, requires_grad=True)
     torch.testing.assert_close(compiled(x), FF.softmax(x, -1) * 2, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("shape,dim", [((37, 70), 1), ((3, 40, 5), 1)], ids=str)
+def test_emu_race_mode(shape, dim):
+    """The CUDA kernels give the same bits whatever order their threads run in."""
+    with emu_support.emulated():
+        x = torch.randn(shape)
+        (y,) = emu_support.race_check(lambda: sm._forward(x, dim))
+        g = torch.randn_like(y)
+        emu_support.race_check(lambda: sm._backward(g, y, dim))

@@ -1,12 +1,12 @@
-// Softmax CPU glue: checks, the [outer, n, inner] view of a contiguous copy, allocation, then
-// the CPU kernels through torch's parallel_for.
+// Softmax CPU glue: the shared checks and allocation (softmax_common.h), then the CPU kernels
+// through torch's parallel_for.
 #include "fastlayers/softmax.h"
 
 #include <ATen/ATen.h>
-#include <ATen/WrapDimUtils.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
+#include "ops/softmax_common.h"
 
 namespace fl {
 namespace ops {
@@ -15,42 +15,16 @@ namespace {
 constexpr std::initializer_list<at::ScalarType> kCpuTypes = {at::kFloat, at::kDouble,
                                                              at::kBFloat16};
 
-SoftmaxShape softmax_shape(const at::Tensor& t, int64_t dim) {
-  SoftmaxShape s{1, 1, 1, to_dtype(t.scalar_type(), "softmax")};
-  if (t.dim() == 0) return s;  // a scalar: softmax of one element
-  const int64_t d = at::maybe_wrap_dim(dim, t.dim());
-  for (int64_t i = 0; i < d; ++i) s.outer *= t.size(i);
-  s.n = t.size(d);
-  for (int64_t i = d + 1; i < t.dim(); ++i) s.inner *= t.size(i);
-  return s;
-}
-
 at::Tensor forward_cpu(const at::Tensor& self, int64_t dim) {
-  check_dtype(self, kCpuTypes, "softmax", "input", "cpu");
-  const SoftmaxShape s = softmax_shape(self, dim);
-  const at::Tensor x = self.contiguous();
-  at::Tensor out = at::empty(self.sizes(), self.options());
-  if (out.numel() == 0) return out;
-  cpu::softmax_forward(SoftmaxFwdParams{s, x.data_ptr(), out.data_ptr()}, torch_parallel_for());
-  return out;
+  return softmax_forward_impl(self, dim, kCpuTypes, "cpu", [](const SoftmaxFwdParams& p) {
+    cpu::softmax_forward(p, torch_parallel_for());
+  });
 }
 
 at::Tensor backward_cpu(const at::Tensor& grad_output, const at::Tensor& output, int64_t dim) {
-  check_same_device({{"grad_output", grad_output}, {"output", output}}, "softmax_backward");
-  check_dtype(output, kCpuTypes, "softmax_backward", "output", "cpu");
-  TORCH_CHECK(grad_output.scalar_type() == output.scalar_type(),
-              "softmax_backward: grad_output must have the dtype of output (", output.scalar_type(),
-              "), got ", grad_output.scalar_type());
-  TORCH_CHECK(grad_output.sizes() == output.sizes(),
-              "softmax_backward: grad_output must have the size of output ", output.sizes(),
-              ", got ", grad_output.sizes());
-  const SoftmaxShape s = softmax_shape(output, dim);
-  const at::Tensor g = grad_output.contiguous(), y = output.contiguous();
-  at::Tensor gi = at::empty(output.sizes(), output.options());
-  if (gi.numel() == 0) return gi;
-  cpu::softmax_backward(SoftmaxBwdParams{s, g.data_ptr(), y.data_ptr(), gi.data_ptr()},
-                        torch_parallel_for());
-  return gi;
+  return softmax_backward_impl(
+      grad_output, output, dim, kCpuTypes, "cpu",
+      [](const SoftmaxBwdParams& p) { cpu::softmax_backward(p, torch_parallel_for()); });
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include "fastlayers/parallel.h"
 #include "fastlayers/types.h"
 
+struct CUstream_st;
+
 namespace fl {
 
 struct SoftmaxShape {
@@ -34,5 +36,11 @@ namespace cpu {
 void softmax_forward(const SoftmaxFwdParams& p, const ParallelFor& pfor);
 void softmax_backward(const SoftmaxBwdParams& p, const ParallelFor& pfor);
 }  // namespace cpu
+
+namespace cuda {
+// Launch on `stream`; the caller checks the launch.
+void softmax_forward(const SoftmaxFwdParams& p, CUstream_st* stream);
+void softmax_backward(const SoftmaxBwdParams& p, CUstream_st* stream);
+}  // namespace cuda
 
 }  // namespace fl
