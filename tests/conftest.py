@@ -28,6 +28,22 @@ DEVICES = [
 ]
 
 
+def pytest_sessionfinish(session, exitstatus):
+    emu_support.record_coverage()
+
+
+def device_dtype_params(dtypes: dict):
+    """(device, dtype) parameters over DEVICES, with each device's marks, for an op whose
+    kernels take `dtypes[device]` ({"cpu": ..., "emu": ..., "cuda": ...}; missing: none)."""
+    out = []
+    for dev in DEVICES:
+        name = dev if isinstance(dev, str) else dev.values[0]
+        marks = () if isinstance(dev, str) else dev.marks
+        for dt in dtypes.get(name, ()):
+            out.append(pytest.param(name, dt, marks=marks, id=f"{name}-{str(dt).split('.')[-1]}"))
+    return out
+
+
 def torch_device(device: str) -> str:
     """The torch device of a test device: `emu` works on CPU tensors."""
     return "cpu" if device == "emu" else device

@@ -104,7 +104,6 @@ def emulated():
         for mod, dtypes in saved:
             mod.CPU_DTYPES = dtypes
         lib._destroy()
-        _record_coverage()
 
 
 def configure(**kwargs):
@@ -178,9 +177,9 @@ def race_check(fn, rtol=1e-5):
     return first
 
 
-def _record_coverage():
+def record_coverage():
     """Merge the kernels run in this process into build/emu_coverage.json (read by
-    scripts/emu_coverage.py)."""
+    scripts/emu_coverage.py). Called once, when the test session ends (conftest.py)."""
     if _module is None:
         return
     ran = set(_module.kernels_run())

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import fastlayers.functional as FF
+from conftest import device_dtype_params
 from fastlayers.ops import attention as at
 
 # The CUDA attention kernels (and so their emu runs) are not built yet: cpu only for now.
-DEVICES = ["cpu"]
 DTYPES = {"cpu": at.CPU_DTYPES}
 
 
@@ -100,15 +100,11 @@ def reference(q, k, v, mask, causal, gqa):
     return torch.nan_to_num(out, nan=0.0)
 
 
-def device_dtype_params():
-    return [pytest.param(d, t, id=f"{d}-{str(t).split('.')[-1]}") for d in DEVICES for t in DTYPES[d]]
-
-
 def _err(a, b):
     return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
 
 
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
+@pytest.mark.parametrize("device,dtype", device_dtype_params(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_forward_and_backward_match_reference(case, device, dtype):
     q, k, v, mask = make_inputs(case, device, dtype, requires_grad=True)

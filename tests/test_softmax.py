@@ -7,20 +7,10 @@ import torch.nn.functional as F
 import emu_support
 import fastlayers
 import fastlayers.functional as FF
-from conftest import DEVICES, HAS_EMU, torch_device
+from conftest import DEVICES, HAS_EMU, device_dtype_params, torch_device
 from fastlayers.ops import softmax as sm
 
 DTYPES = {"cpu": sm.CPU_DTYPES, "emu": sm.CUDA_DTYPES, "cuda": sm.CUDA_DTYPES}
-
-
-def device_dtype_params():
-    out = []
-    for dev in DEVICES:
-        name = dev if isinstance(dev, str) else dev.values[0]
-        marks = () if isinstance(dev, str) else dev.marks
-        for dt in DTYPES[name]:
-            out.append(pytest.param(name, dt, marks=marks, id=f"{name}-{str(dt).split('.')[-1]}"))
-    return out
 
 
 CASES = [
@@ -48,7 +38,7 @@ def _input(shape, dtype, layout="contiguous", seed=0, device="cpu"):
     return (torch.randn(shape, generator=g) * 3).to(device, dtype)
 
 
-@pytest.mark.parametrize("device,dtype", device_dtype_params())
+@pytest.mark.parametrize("device,dtype", device_dtype_params(DTYPES))
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
 @pytest.mark.parametrize("shape,dim", CASES, ids=str)
 def test_matches_torch(shape, dim, layout, device, dtype):

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "fastlayers/max_pool2d.h"
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/launch.cuh"
 
 namespace fl {
@@ -25,25 +26,6 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_f(float x);
-template <>
-__device__ __forceinline__ float from_f<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half from_f<__half>(float x) {
-  return __float2half_rn(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
 
 // V elements moved as one access of V * sizeof(T) bytes.
 template <typename T, int V>
