@@ -79,9 +79,9 @@ def load():
 
 
 def _op_modules():
-    from fastlayers.ops import max_pool2d, softmax
+    from fastlayers.ops import attention, max_pool2d, positional_encoding, softmax
 
-    return [max_pool2d, softmax]
+    return [attention, max_pool2d, positional_encoding, softmax]
 
 
 @contextlib.contextmanager

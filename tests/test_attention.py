@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emu_support
 import fastlayers.functional as FF
-from conftest import device_dtype_params
+from conftest import HAS_EMU, device_dtype_params, torch_device
 from fastlayers.ops import attention as at
 
-# The CUDA attention kernels (and so their emu runs) are not built yet: cpu only for now.
-DTYPES = {"cpu": at.CPU_DTYPES}
+DTYPES = {"cpu": at.CPU_DTYPES, "emu": at.CUDA_DTYPES, "cuda": at.CUDA_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ def _mask_shape(spec, c):
 
 
 def make_inputs(c: Case, device, dtype, requires_grad=False, seed=0):
+    device = torch_device(device)
     g = torch.Generator().manual_seed(seed)
     if c.layout == "packed":
         # q, k, v as transposed views of one [B, L, 3, H, E] projection (non-contiguous).
@@ -113,7 +114,7 @@ def test_forward_and_backward_match_reference(case, device, dtype):
     qr, kr, vr = (t.detach().double().requires_grad_() for t in (q, k, v))
     ref = reference(qr, kr, vr, mask, case.causal, gqa)
     assert out.shape == ref.shape and out.dtype == dtype
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(torch_device(device), dtype)
     grads = torch.autograd.grad(out, (q, k, v), grad) if out.numel() else (torch.zeros_like(q),) * 3
     refs = torch.autograd.grad(ref, (qr, kr, vr), grad.double()) if ref.numel() else grads
     if dtype == torch.float64:
@@ -415,3 +416,146 @@ def test_probs_gradcheck(case, dropout):
     assert torch.autograd.gradcheck(weights, (q, k))
     _, lse = at._forward(q.detach(), k.detach(), v.detach(), mask, dropout, case.causal, scale, so)
     torch.library.opcheck(at._probs, (q, k, lse, mask, dropout, case.causal, scale, so, rows))
+
+
+# ---------------------------------------------------------------------------------------
+# Semantics on every device (float32 here; the case list above covers the dtypes).
+
+F32 = device_dtype_params({d: (torch.float32,) for d in ("cpu", "emu", "cuda")})
+
+
+def _randn(*shape, device, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(torch_device(device), dtype)
+
+
+@pytest.mark.parametrize("device,dtype", F32)
+def test_nan_propagates_on_every_device(device, dtype):
+    q, k, v = (_randn(1, 1, 70, 8, device=device, seed=s) for s in range(3))
+    v[0, 0, 3, 2] = float("nan")
+    out = FF.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out[0, 0, 3:].isnan().any(dim=-1).all()
+    if device == "cpu":
+        # Rows that mask the NaN's key out stay finite on the CPU. The CUDA kernels multiply
+        # whole tiles, where a masked weight is an explicit 0 and 0 * NaN is NaN (as in
+        # torch's CUDA flash kernels): a query row that masks key j may turn NaN there when
+        # both lie in one (query tile, key tile) pair that is not skipped.
+        assert not out[0, 0, :3].isnan().any()
+    q[0, 0, 1, 0] = float("nan")
+    assert FF.scaled_dot_product_attention(q, k, v)[0, 0, 1].isnan().all()
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(DTYPES))
+def test_fully_masked_rows_are_zero_with_zero_gradients(device, dtype):
+    q, k, v = (_randn(2, 2, 70, 24, device=device, seed=s, dtype=dtype).requires_grad_() for s in range(3))
+    mask = torch.rand(2, 1, 70, 70, generator=torch.Generator().manual_seed(3)) > 0.3
+    mask[:, :, [1, 66]] = False  # query rows 1 and 66 attend nothing
+    mask = mask.to(torch_device(device))
+    out = FF.scaled_dot_product_attention(q, k, v, mask)
+    assert torch.equal(out[:, :, [1, 66]], torch.zeros_like(out[:, :, [1, 66]]))
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    assert torch.equal(dq[:, :, [1, 66]], torch.zeros_like(dq[:, :, [1, 66]]))
+    assert all(g.isfinite().all() for g in (dq, dk, dv))
+
+
+@pytest.mark.parametrize("device,dtype", F32)
+def test_dropout_statistics_on_every_device(device, dtype):
+    # Uniform attention (q = 0) over Lk one-hot values: out[i, j] = z_ij / ((1 - p) Lk).
+    lq = lk = 160
+    p = 0.3
+    q = torch.zeros(2, 2, lq, 8, device=torch_device(device))
+    k = _randn(2, 2, lk, 8, device=device)
+    v = torch.eye(lk, device=torch_device(device)).expand(2, 2, lk, lk)
+    out = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    kept = (out > 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 0.012  # n = 102400: sd 0.0014
+    assert abs((out * lk).mean().item() - 1.0) < 0.012
+    torch.manual_seed(5)
+    a = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    b = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    torch.manual_seed(5)
+    c = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    assert not torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.parametrize("device,dtype", F32)
+@pytest.mark.parametrize("kwargs", [dict(), dict(is_causal=True), dict(mask="float"), dict(gqa=True)], ids=str)
+def test_dropout_backward_regenerates_the_forward_mask(device, dtype, kwargs):
+    """The fused backward against autograd through the weights the forward used
+    (attention_probs with the same seed: W @ v is the output), so forward, backward and the
+    probabilities kernel must all drop the same elements."""
+    hk = 1 if kwargs.get("gqa") else 2
+    q = _randn(1, 2, 37, 16, device=device, seed=1).requires_grad_()
+    k = _randn(1, hk, 45, 16, device=device, seed=2).requires_grad_()
+    v = _randn(1, hk, 45, 16, device=device, seed=3).requires_grad_()
+    mask = _randn(1, 2, 37, 45, device=device, seed=4) if kwargs.get("mask") else None
+    causal, gqa = kwargs.get("is_causal", False), kwargs.get("gqa", False)
+    out, lse, so = at.attention_with_lse(q, k, v, mask, dropout_p=0.4, is_causal=causal, enable_gqa=gqa)
+    w = at.attention_probs(q, k, lse.detach(), mask, 0.4, causal, seed_offset=so, enable_gqa=gqa)
+    via_w = w @ (v.repeat_interleave(2 // hk, 1) if gqa else v)
+    torch.testing.assert_close(out, via_w, rtol=1e-5, atol=1e-5)
+    go = _randn(*out.shape, device=device, seed=5)
+    fused = torch.autograd.grad(out, (q, k, v), go)
+    ref = torch.autograd.grad(via_w, (q, k, v), go)
+    for a_, b_ in zip(fused, ref, strict=True):
+        torch.testing.assert_close(a_, b_, rtol=1e-4, atol=1e-5)
+
+
+PROBS_TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=1e-5, atol=1e-6),
+    torch.float16: dict(rtol=2e-3, atol=2e-4),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=2e-3),
+}
+
+
+@pytest.mark.parametrize("device,dtype", device_dtype_params(DTYPES))
+@pytest.mark.parametrize("kwargs", [dict(is_causal=True), dict(mask="bool"), dict(enable_gqa=True)], ids=str)
+def test_probs_match_softmax_on_every_device(device, dtype, kwargs):
+    hk = 2 if kwargs.get("enable_gqa") else 4
+    q = _randn(2, 4, 9, 8, device=device, seed=1, dtype=dtype)
+    k = _randn(2, hk, 70, 8, device=device, seed=2, dtype=dtype)
+    v = _randn(2, hk, 70, 5, device=device, seed=3, dtype=dtype)
+    mask = None
+    if kwargs.get("mask"):
+        mask = torch.rand(9, 70, generator=torch.Generator().manual_seed(4)) > 0.3
+        mask[3] = False
+        mask = mask.to(torch_device(device))
+    causal, gqa = kwargs.get("is_causal", False), kwargs.get("enable_gqa", False)
+    out, lse, _ = at.attention_with_lse(q, k, v, mask, is_causal=causal, enable_gqa=gqa)
+    kr = k.repeat_interleave(4 // hk, 1)
+    scores = (q.double() @ kr.double().transpose(-1, -2)) / math.sqrt(8)
+    if causal:
+        scores = scores.masked_fill(~torch.ones(9, 70, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    ref = torch.nan_to_num(torch.softmax(scores, -1), nan=0.0)
+    rows = torch.tensor([8, 0, 3, 3])
+    probs = at.attention_probs(q, k, lse, mask, is_causal=causal, rows=rows, enable_gqa=gqa)
+    assert probs.dtype == dtype
+    torch.testing.assert_close(probs.double(), ref[:, :, rows], **PROBS_TOL[dtype])
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("dtype", at.CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "kwargs", [dict(is_causal=True), dict(mask="bool"), dict(dropout_p=0.3), dict(gqa=True)], ids=str
+)
+def test_emulated_kernels_are_race_free_and_deterministic(dtype, kwargs):
+    """Every schedule of the emulated threads gives the same bits: no shared-memory race,
+    and a backward without atomics (deterministic whatever torch's setting)."""
+    hk = 1 if kwargs.get("gqa") else 3
+    q = _randn(1, 3, 41, 40, device="emu", seed=1, dtype=dtype)
+    k = _randn(1, hk, 70, 40, device="emu", seed=2, dtype=dtype)
+    v = _randn(1, hk, 70, 40, device="emu", seed=3, dtype=dtype)
+    go = _randn(1, 3, 41, 40, device="emu", seed=4, dtype=dtype)
+    mask = (torch.rand(41, 70, generator=torch.Generator().manual_seed(5)) > 0.3) if kwargs.get("mask") else None
+    p = kwargs.get("dropout_p", 0.0)
+    so = torch.tensor([11, 3]) if p else None
+    args = (mask, p, kwargs.get("is_causal", False), 0.3, so)
+
+    def run():
+        out, lse = at._forward(q, k, v, *args)
+        return (out, lse, *at._backward(go, q, k, v, out, lse, *args))
+
+    with emu_support.emulated():
+        emu_support.race_check(run)

@@ -6,8 +6,13 @@ import pytest
 import torch
 
 import fastlayers
+from conftest import device_dtype_params, torch_device
 
 E, H, L, S, N = 16, 4, 5, 7, 3
+
+# float64 on the CPU (exact comparisons); float32 through the CUDA kernels (emulated or not).
+DEVICE_DTYPES = device_dtype_params({"cpu": (torch.float64,), "emu": (torch.float32,), "cuda": (torch.float32,)})
+TOL = {torch.float64: {}, torch.float32: dict(rtol=1e-4, atol=2e-5)}
 
 CONFIGS = [
     dict(),
@@ -34,15 +39,21 @@ CALLS = [
 ]
 
 
-def _pair(cfg):
+def _pair(cfg, dtype=torch.float64, device="cpu"):
     torch.manual_seed(0)
-    ref = torch.nn.MultiheadAttention(E, H, dtype=torch.float64, **cfg).eval()
-    ours = fastlayers.nn.MultiheadAttention(E, H, dtype=torch.float64, **cfg).eval()
+    ref = torch.nn.MultiheadAttention(E, H, dtype=dtype, **cfg).eval().to(device)
+    ours = fastlayers.nn.MultiheadAttention(E, H, dtype=dtype, **cfg).eval().to(device)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
 
-def _inputs(cfg, call, g):
+def _inputs(cfg, call, g, dtype=torch.float64, device="cpu"):
+    q, k, v, kw = _inputs64(cfg, call, g)
+    cast = lambda t: t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
+    return cast(q), cast(k), cast(v), {x: cast(t) if isinstance(t, torch.Tensor) else t for x, t in kw.items()}
+
+
+def _inputs64(cfg, call, g):
     kd, vd = cfg.get("kdim", E), cfg.get("vdim", E)
     tgt, src = (L, N), (S, N)
     if call.get("unbatched"):
@@ -71,29 +82,32 @@ def _inputs(cfg, call, g):
     return q, k, v, kw
 
 
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize("cfg,call", list(itertools.product(CONFIGS, CALLS)), ids=str)
-def test_matches_torch(cfg, call):
+def test_matches_torch(cfg, call, device, dtype):
     if call.get("unbatched") and cfg.get("add_bias_kv"):
         pytest.skip("torch does not support add_bias_kv with unbatched input")
-    ref, ours = _pair(cfg)
+    dev = torch_device(device)
+    ref, ours = _pair(cfg, dtype, dev)
     g = torch.Generator().manual_seed(1)
-    q, k, v, kw = _inputs(cfg, call, g)
+    q, k, v, kw = _inputs(cfg, call, g, dtype, dev)
+    tol = TOL[dtype]
     qs, ks, vs = (t.clone().requires_grad_() for t in (q, k, v))
     qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
     out, w = ours(qs, ks, vs, **kw)
     rout, rw = ref(qr, kr, vr, **kw)
-    torch.testing.assert_close(out, rout)
+    torch.testing.assert_close(out, rout, **tol)
     if rw is None:
         assert w is None
     else:
-        torch.testing.assert_close(w, rw)
-    go = torch.randn(out.shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(w, rw, **tol)
+    go = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dev, dtype)
     loss = (out * go).sum() + (0 if w is None else w.sum() * 0.5)
     rloss = (rout * go).sum() + (0 if rw is None else rw.sum() * 0.5)
     ours_grads = torch.autograd.grad(loss, [qs, ks, vs, *ours.parameters()])
     ref_grads = torch.autograd.grad(rloss, [qr, kr, vr, *ref.parameters()])
     for a, b in zip(ours_grads, ref_grads, strict=True):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, **tol)
 
 
 def test_state_dict_and_from_torch():

@@ -6,7 +6,10 @@ import pytest
 import torch
 
 import fastlayers
+from conftest import device_dtype_params, torch_device
 from fastlayers.ops import positional_encoding as pe
+
+DTYPES = {"cpu": pe.CPU_DTYPES, "emu": pe.CUDA_DTYPES, "cuda": pe.CUDA_DTYPES}
 
 
 def _tutorial_table(length, d_model):
@@ -24,18 +27,22 @@ def test_table_matches_the_tutorial(d_model):
     torch.testing.assert_close(pe.sinusoidal_table(300, d_model, torch.float64), _tutorial_table(300, d_model))
 
 
-@pytest.mark.parametrize("dtype", pe.CPU_DTYPES, ids=str)
+@pytest.mark.parametrize("device,dtype", device_dtype_params(DTYPES))
 @pytest.mark.parametrize(
     "shape,seq_dim", [((37, 5, 64), 0), ((5, 37, 64), 1), ((37, 9), 0), ((2, 3, 11, 4, 6), 2), ((0, 3, 8), 0)], ids=str
 )
-def test_kernel_adds_the_encoding(shape, seq_dim, dtype):
-    x = torch.randn(shape).to(dtype)
+def test_kernel_adds_the_encoding(shape, seq_dim, device, dtype):
+    x = torch.randn(shape).to(torch_device(device), dtype)
     if len(shape) == 3:
         x = x.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous input
     out = pe.add_positional_encoding(x, seq_dim)
     table = _tutorial_table(shape[seq_dim], shape[-1])
-    ref = x.double() + table.view(shape[seq_dim], *([1] * (len(shape) - seq_dim - 2)), shape[-1])
-    tol = dict(rtol=0, atol=8e-3 * 2) if dtype == torch.bfloat16 else dict(rtol=1e-6, atol=1e-6)
+    ref = x.double() + table.to(x.device).view(shape[seq_dim], *([1] * (len(shape) - seq_dim - 2)), shape[-1])
+    # One rounding of the sum to the dtype (float32: also of the encoding, to float).
+    tol = {
+        torch.bfloat16: dict(rtol=0, atol=8e-3 * 2),
+        torch.float16: dict(rtol=0, atol=1e-3 * 2),
+    }.get(dtype, dict(rtol=1e-6, atol=1e-6))
     torch.testing.assert_close(out.double(), ref, **tol)
     assert out.dtype == dtype
 

@@ -1,12 +1,10 @@
-// Sinusoidal positional encoding CPU glue: checks, the [outer, L, inner, E] view of a
-// contiguous copy, allocation, then the CPU kernel through torch's parallel_for.
-#include "fastlayers/positional_encoding.h"
-
+// Sinusoidal positional encoding CPU glue: the shared checks and allocation
+// (positional_encoding_common.h), then the CPU kernel through torch's parallel_for.
 #include <ATen/ATen.h>
-#include <ATen/WrapDimUtils.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
+#include "ops/positional_encoding_common.h"
 
 namespace fl {
 namespace ops {
@@ -16,26 +14,9 @@ constexpr std::initializer_list<at::ScalarType> kCpuTypes = {at::kFloat, at::kDo
                                                              at::kBFloat16};
 
 at::Tensor forward_cpu(const at::Tensor& self, int64_t seq_dim) {
-  check_dtype(self, kCpuTypes, "positional_encoding", "input", "cpu");
-  TORCH_CHECK(self.dim() >= 2,
-              "positional_encoding: input must have at least 2 dimensions "
-              "(positions and features), got ",
-              self.dim());
-  const int64_t sd = at::maybe_wrap_dim(seq_dim, self.dim());
-  TORCH_CHECK(sd < self.dim() - 1,
-              "positional_encoding: seq_dim must not be the last (feature) dimension");
-  PositionalEncodingParams p{
-      1,       self.size(sd), 1, self.size(-1), to_dtype(self.scalar_type(), "positional_encoding"),
-      nullptr, nullptr};
-  for (int64_t i = 0; i < sd; ++i) p.outer *= self.size(i);
-  for (int64_t i = sd + 1; i < self.dim() - 1; ++i) p.inner *= self.size(i);
-  const at::Tensor x = self.contiguous();
-  at::Tensor out = at::empty(self.sizes(), self.options());
-  if (out.numel() == 0) return out;
-  p.input = x.data_ptr();
-  p.output = out.data_ptr();
-  cpu::positional_encoding(p, torch_parallel_for());
-  return out;
+  return positional_encoding_impl(
+      self, seq_dim, kCpuTypes, "cpu",
+      [](const PositionalEncodingParams& p) { cpu::positional_encoding(p, torch_parallel_for()); });
 }
 
 }  // namespace

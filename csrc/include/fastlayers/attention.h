@@ -84,4 +84,15 @@ void attention_probs(const AttentionProbsParams& p, const ParallelFor& pfor);
 void attention_backward(const AttentionBwdParams& p, const ParallelFor& pfor);
 }  // namespace cpu
 
+namespace cuda {
+// Head dims (D and Dv) up to this; float32, float16, bfloat16.
+constexpr int64_t kMaxHeadDim = 256;
+// Launch on `stream`; the caller checks the launch. The backward needs a float workspace
+// `delta` of B * Hq * Lq elements; `rows` of the probabilities is a device array. Both
+// backward and probabilities are deterministic (no atomics).
+void attention_forward(const AttentionFwdParams& p, CUstream_st* stream);
+void attention_backward(const AttentionBwdParams& p, float* delta, CUstream_st* stream);
+void attention_probs(const AttentionProbsParams& p, const int64_t* rows, CUstream_st* stream);
+}  // namespace cuda
+
 }  // namespace fl

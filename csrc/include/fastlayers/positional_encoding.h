@@ -9,6 +9,8 @@
 #include "fastlayers/parallel.h"
 #include "fastlayers/types.h"
 
+struct CUstream_st;
+
 namespace fl {
 
 struct PositionalEncodingParams {
@@ -21,5 +23,10 @@ struct PositionalEncodingParams {
 namespace cpu {
 void positional_encoding(const PositionalEncodingParams& p, const ParallelFor& pfor);
 }  // namespace cpu
+
+namespace cuda {
+// float32, float16, bfloat16. Launch on `stream`; the caller checks the launch.
+void positional_encoding(const PositionalEncodingParams& p, CUstream_st* stream);
+}  // namespace cuda
 
 }  // namespace fl

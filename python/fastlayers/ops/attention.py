@@ -22,7 +22,8 @@ from fastlayers._config import fallback
 from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-CUDA_DTYPES = ()  # CUDA kernels: not yet built (issue #4); CUDA inputs fall back to torch
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CUDA_MAX_HEAD_DIM = 256  # D and Dv; larger heads fall back to torch on CUDA
 
 OPS = ("attention_forward", "attention_backward", "attention_probs")
 
@@ -117,6 +118,8 @@ def unsupported_reason(q, k, v, attn_mask) -> str | None:
         return reason
     if attn_mask is not None and attn_mask.dtype != torch.bool and attn_mask.requires_grad:
         return "an additive attn_mask that requires grad"
+    if q.device.type == "cuda" and max(q.shape[-1], v.shape[-1]) > CUDA_MAX_HEAD_DIM:
+        return f"head dim {max(q.shape[-1], v.shape[-1])} on cuda (the kernels take up to {CUDA_MAX_HEAD_DIM})"
     return None
 
 

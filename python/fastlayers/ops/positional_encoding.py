@@ -14,7 +14,7 @@ from fastlayers._config import fallback
 from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-CUDA_DTYPES = ()  # CUDA kernel: not yet built (issue #4); CUDA inputs fall back to torch
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 OPS = ("positional_encoding",)
 
