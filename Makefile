@@ -2,7 +2,8 @@
 # build of fastlayers._C (incremental: ninja rebuilds only what changed).
 #   make demo    the main job: info, check against torch, quick benchmark
 #   make test    C++ kernel tests and the SIMT emulator's self-tests (ctest), the pytest
-#                suite on the cpu and emu devices, and the emulator coverage check
+#                suite on the cpu and emu devices, the emulator coverage check, and the
+#                static report on the sm_90 code (no spills; HMMA in half attention kernels)
 #   make test-emu-asan   the emulated programs and the emu tests under AddressSanitizer
 #   make bench   every op's benchmark against torch
 
@@ -23,7 +24,7 @@ export PATH := /usr/lib/ccache:$(PATH)
 export PYTORCH_NVCC ?= ccache $(CUDA_HOME)/bin/nvcc
 endif
 
-.PHONY: venv build test test-cpp test-py test-emu-asan demo bench lint format clean
+.PHONY: venv build test test-cpp test-py test-static test-emu-asan demo bench lint format clean
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
@@ -59,7 +60,11 @@ test-emu-asan: build
 	LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:protect_shadow_gap=0 FASTLAYERS_EMU_SANITIZE=1 \
 	  FASTLAYERS_STRICT=1 $(PY) -m pytest -q -s tests -k emu -p no:cacheprovider
 
-test: test-cpp test-py
+# Registers, shared and local memory, HMMA counts of every kernel in _C (cuobjdump).
+test-static: build
+	$(PY) scripts/static_report.py
+
+test: test-cpp test-py test-static
 
 demo: build
 	$(PY) -m fastlayers demo

@@ -1241,6 +1241,19 @@ constexpr double __hiloint2double(int hi, int lo) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CUDA math functions that C++ lacks: sin(pi x) and cos(pi x), the argument reduced exactly
+// (x minus the nearest even integer) before the multiplication by pi.
+
+inline double sinpi(double x) {
+  return std::sin(3.141592653589793 * (x - 2.0 * std::nearbyint(0.5 * x)));
+}
+inline double cospi(double x) {
+  return std::cos(3.141592653589793 * (x - 2.0 * std::nearbyint(0.5 * x)));
+}
+inline float sinpif(float x) { return float(sinpi(double(x))); }
+inline float cospif(float x) { return float(cospi(double(x))); }
+
+// ---------------------------------------------------------------------------------------------
 // Float intrinsics and conversions.
 
 // glibc's <math.h> declares (without defining) __expf, __sinf and the like as extern "C"

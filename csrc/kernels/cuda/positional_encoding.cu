@@ -1,7 +1,9 @@
 // Sinusoidal positional encoding on CUDA (fastlayers/positional_encoding.h): one thread per
 // element of the [outer, L, inner, E] input, grid-stride, int64 offsets. The angle and its
 // sine or cosine are computed in double, as on the CPU, then rounded to the accumulation
-// type (float) before the add, so both devices give the same encoding.
+// type (float) before the add, so both devices give the same encoding. sinpi/cospi of
+// angle / pi reduce the argument exactly, without sin's slow path for huge arguments (and
+// its stack frame).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,8 +32,9 @@ __global__ void __launch_bounds__(kThreads) positional_encoding_add(PositionalEn
        x += int64_t(gridDim.x) * kThreads) {
     const int64_t d = x % p.E, pos = (x / (p.E * p.inner)) % p.L;
     // w_i = 10000^(-2i / E) for the pair i = d / 2.
-    const double angle = double(pos) * exp(double(d - d % 2) * k);
-    const float pe = float(d % 2 == 0 ? sin(angle) : cos(angle));
+    constexpr double kInvPi = 0.31830988618379067;
+    const double turns = double(pos) * exp(double(d - d % 2) * k) * kInvPi;
+    const float pe = float(d % 2 == 0 ? sinpi(turns) : cospi(turns));
     out[x] = from_f<T>(to_f(in[x]) + pe);
   }
 }
