@@ -32,7 +32,7 @@ MAX_REPS = 1000
 # Several times the L2 of current GPUs (H100/H200: 50 MiB). Overwriting it before each timed
 # call makes every call read its inputs from HBM, as it would inside a model.
 L2_FLUSH_BYTES = 256 << 20
-UNIT_SCALE = {"GB/s": 1e9, "GFLOP/s": 1e9, "TFLOP/s": 1e12}
+UNIT_SCALE = {"GB/s": 1e9, "GFLOP/s": 1e9, "TFLOP/s": 1e12, "GOPS": 1e9, "TOPS": 1e12}
 
 
 def time_fn(
@@ -126,7 +126,7 @@ class Result:
     layout: str
     fl_ms: float  # median per call
     torch_ms: float
-    work: float  # per call: bytes moved when unit is GB/s, FLOPs when it is GFLOP/s or TFLOP/s
+    work: float  # per call: bytes moved (GB/s), FLOPs (GFLOP/s, TFLOP/s) or integer ops (GOPS, TOPS)
     unit: str = "GB/s"
     roofline: dict[str, float] = dataclasses.field(default_factory=dict)  # ceiling name -> rate in `unit`
 

@@ -1,9 +1,10 @@
 """Static report on the CUDA kernels of the built extension, from its sm_90 machine code.
 
 For every kernel in fastlayers/_C: registers, static shared memory, stack and local memory
-(ptxas puts spilled registers there, so both must be 0), and the number of HMMA (tensor
-core) instructions. Checks that no kernel uses local memory or a stack frame, and that the
-float16/bfloat16 attention kernels multiply on tensor cores (HMMA present).
+(ptxas puts spilled registers there, so both must be 0), and the number of tensor-core
+instructions (HMMA for floating point, IMMA for integers). Checks that no kernel uses local
+memory or a stack frame, that the float16/bfloat16 attention kernels contain HMMA and that
+the int8 GEMM contains IMMA.
 
     python scripts/static_report.py [--so PATH] [--json PATH]
 
@@ -28,6 +29,7 @@ ARCH = "sm_90"
 # Kernels that must contain HMMA: the attention kernels on half types (the float32 path and
 # the probability and delta kernels are SIMT by design).
 HMMA_REQUIRED = re.compile(r"attention_(fwd|bwd_dq|bwd_dkdv)<(__half|__nv_bfloat16),")
+IMMA_REQUIRED = re.compile(r"int8_gemm_mma")
 
 
 def cuobjdump() -> str:
@@ -65,7 +67,7 @@ def report(so: str):
     kernels = {}
     for m in re.finditer(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", res):
         kernels[m.group(1)] = dict(
-            regs=int(m.group(2)), stack=int(m.group(3)), shared=int(m.group(4)), local=int(m.group(5)), hmma=0
+            regs=int(m.group(2)), stack=int(m.group(3)), shared=int(m.group(4)), local=int(m.group(5)), hmma=0, imma=0
         )
     sass = subprocess.run([tool, "-arch", ARCH, "-sass", so], capture_output=True, text=True, check=True).stdout
     current = None
@@ -73,8 +75,9 @@ def report(so: str):
         m = re.match(r"\s*Function : (\S+)", line)
         if m:
             current = m.group(1)
-        elif current in kernels and "HMMA" in line:
-            kernels[current]["hmma"] += 1
+        elif current in kernels:
+            kernels[current]["hmma"] += "HMMA" in line
+            kernels[current]["imma"] += "IMMA" in line
     names = sorted(kernels)
     return [dict(kernel=d, **kernels[n]) for n, d in zip(names, demangle(names), strict=True)]
 
@@ -98,14 +101,21 @@ def main(argv=None):
     if not rows:
         sys.exit(f"static_report: no {ARCH} kernels in {so} (a CPU-only build?)")
     failures = []
-    print(f"{'kernel (' + ARCH + ')':72s} {'regs':>4s} {'smem':>6s} {'stack':>5s} {'local':>5s} {'HMMA':>5s}")
+    print(
+        f"{'kernel (' + ARCH + ')':72s} {'regs':>4s} {'smem':>6s} {'stack':>5s} {'local':>5s} {'HMMA':>5s} {'IMMA':>5s}"
+    )
     for r in sorted(rows, key=lambda r: r["kernel"]):
-        print(f"{r['kernel']:72s} {r['regs']:4d} {r['shared']:6d} {r['stack']:5d} {r['local']:5d} {r['hmma']:5d}")
+        print(
+            f"{r['kernel']:72s} {r['regs']:4d} {r['shared']:6d} {r['stack']:5d} {r['local']:5d} "
+            f"{r['hmma']:5d} {r['imma']:5d}"
+        )
         if r["stack"] or r["local"]:
             failures.append(f"{r['kernel']}: stack {r['stack']} / local {r['local']} bytes (register spills)")
         if HMMA_REQUIRED.search(r["kernel"]) and r["hmma"] == 0:
             failures.append(f"{r['kernel']}: no HMMA instruction")
-    print(f"{len(rows)} kernels; smem is static shared memory (the attention tiles are dynamic)")
+        if IMMA_REQUIRED.search(r["kernel"]) and r["imma"] == 0:
+            failures.append(f"{r['kernel']}: no IMMA instruction")
+    print(f"{len(rows)} kernels; smem is static shared memory (the GEMM and attention tiles are dynamic)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

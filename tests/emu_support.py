@@ -79,15 +79,15 @@ def load():
 
 
 def _op_modules():
-    from fastlayers.ops import attention, max_pool2d, positional_encoding, softmax
+    from fastlayers.ops import attention, int8, max_pool2d, positional_encoding, softmax
 
-    return [attention, max_pool2d, positional_encoding, softmax]
+    return [attention, int8, max_pool2d, positional_encoding, softmax]
 
 
 @contextlib.contextmanager
 def emulated():
     """torch.ops.fastlayers.* on CPU tensors run the emulated CUDA kernels; the op modules'
-    dtype support follows CUDA's."""
+    dtype support follows CUDA's (every CPU_<X> attribute takes the value of CUDA_<X>)."""
     load()
     lib = torch.library.Library("fastlayers", "IMPL")
     saved = []
@@ -97,12 +97,14 @@ def emulated():
             for mod in _op_modules():
                 for name in mod.OPS:
                     lib.impl(name, getattr(torch.ops.fastlayers_emu, name).default, "CPU")
-                saved.append((mod, mod.CPU_DTYPES))
-                mod.CPU_DTYPES = mod.CUDA_DTYPES
+                for attr in dir(mod):
+                    if attr.startswith("CPU_") and hasattr(mod, "CUDA_" + attr[4:]):
+                        saved.append((mod, attr, getattr(mod, attr)))
+                        setattr(mod, attr, getattr(mod, "CUDA_" + attr[4:]))
         yield
     finally:
-        for mod, dtypes in saved:
-            mod.CPU_DTYPES = dtypes
+        for mod, attr, value in saved:
+            setattr(mod, attr, value)
         lib._destroy()
 
 

@@ -1241,6 +1241,17 @@ constexpr double __hiloint2double(int hi, int lo) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// __dp4a(a, b, c): the four signed bytes of a times those of b, summed, plus c (int32 wraps).
+
+inline int __dp4a(int a, int b, int c) {
+  uint32_t sum = uint32_t(c);
+  for (int i = 0; i < 4; ++i)
+    sum +=
+        uint32_t(int32_t(int8_t(uint32_t(a) >> (8 * i))) * int32_t(int8_t(uint32_t(b) >> (8 * i))));
+  return int(sum);
+}
+
+// ---------------------------------------------------------------------------------------------
 // CUDA math functions that C++ lacks: sin(pi x) and cos(pi x), the argument reduced exactly
 // (x minus the nearest even integer) before the multiplication by pi.
 

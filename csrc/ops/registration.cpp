@@ -7,6 +7,7 @@
 #include <atomic>
 #include <string>
 
+#include "fastlayers/int8_gemm.h"
 #include "fastlayers/max_pool2d.h"
 #include "ops/common.h"
 #include "ops/schemas.h"
@@ -51,6 +52,7 @@ pybind11::dict build_info() {
   d["cuda_archs"] = "";
 #endif
   d["cpu_isa"] = fl::cpu::max_pool2d_isa();
+  d["int8_gemm_cpu_path"] = fl::cpu::int8_gemm_path();
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
   d["cpu_isa_compiled"] = "baseline, avx2, avx512";
 #else

@@ -41,6 +41,15 @@ inline void define_schemas(torch::Library& m) {
   m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
   // x + the sinusoidal encoding of each position along seq_dim (features: the last dim).
   m.def("positional_encoding(Tensor self, int seq_dim) -> Tensor");
+  // Int8 GEMM (fastlayers/int8_gemm.h): a [M, K] int8 x b [N, K] int8 (nn.Linear's weight
+  // layout) -> int32 [M, N]; int8_linear fuses out = c * a_scale[:, None] * b_scale[None, :]
+  // + bias, cast to out_dtype.
+  m.def("int8_mm(Tensor a, Tensor b) -> Tensor");
+  m.def(
+      "int8_linear(Tensor a, Tensor a_scale, Tensor b, Tensor b_scale, Tensor? bias, "
+      "ScalarType out_dtype) -> Tensor");
+  // Symmetric absmax quantisation of each row (last dim): (int8 values, float32 scales).
+  m.def("quantize_per_row(Tensor self) -> (Tensor, Tensor)");
 }
 
 }  // namespace ops

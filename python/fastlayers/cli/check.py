@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import fastlayers.functional as FF
+import fastlayers.quant as Q
+from fastlayers.nn.quantized import Int8Linear
 from fastlayers.ops import attention as at
 from fastlayers.ops import max_pool2d as mp
 from fastlayers.ops import softmax as sm
@@ -107,8 +109,28 @@ def _softmax_cases(device):
             yield label, lambda t=dtype, s=shape, d=dim: _check_softmax(device, t, s, d)
 
 
+def _check_int8(device, shape):
+    m, n, k = shape
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8).to(device)
+    b = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8).to(device)
+    if not torch.equal(Q.int8_mm(a, b).cpu(), (a.cpu().long() @ b.cpu().long().T).int()):
+        return "int8_mm differs from the int64 product"
+    lin = torch.nn.Linear(k, n).to(device)
+    x = torch.randn(m, k, generator=g).to(device)
+    with torch.no_grad():
+        sqnr = Q.sqnr_db(lin(x), Int8Linear.from_float(lin)(x))
+    return None if sqnr >= 30 else f"Int8Linear SQNR {sqnr:.1f} dB < 30"
+
+
+def _int8_cases(device):
+    for shape in ((1, 33, 70), (37, 300, 129), (256, 256, 512)):
+        yield f"M N K = {shape}", lambda s=shape: _check_int8(device, s)
+
+
 CHECKS = {
     "max_pool2d": _max_pool2d_cases,
+    "int8_mm / Int8Linear": _int8_cases,
     "scaled_dot_product_attention": _attention_cases,
     "softmax": _softmax_cases,
 }

@@ -4,5 +4,13 @@ from fastlayers.nn.activation import Softmax
 from fastlayers.nn.attention import MultiheadAttention
 from fastlayers.nn.pool import MaxPool2d
 from fastlayers.nn.positional import LearnedPositionalEncoding, PositionalEncoding
+from fastlayers.nn.quantized import Int8Linear
 
-__all__ = ["LearnedPositionalEncoding", "MaxPool2d", "MultiheadAttention", "PositionalEncoding", "Softmax"]
+__all__ = [
+    "Int8Linear",
+    "LearnedPositionalEncoding",
+    "MaxPool2d",
+    "MultiheadAttention",
+    "PositionalEncoding",
+    "Softmax",
+]

@@ -1,0 +1,468 @@
+// Int8 GEMM and per-row quantisation on the CPU (fastlayers/int8_gemm.h).
+//
+// Three paths, picked at run time (FASTLAYERS_CPU_ISA caps the choice, so tests reach each):
+// - AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes and sums groups of four into
+//   int32 lanes. a is fed as a + 128 (its sign bit flipped: an unsigned byte), and
+//   128 * sum_k b[n, k] is subtracted at the end; int32 arithmetic wraps, so the result is
+//   exact whenever the true sum fits in int32. Micro-tile 8 rows x 32 columns: 16 zmm
+//   accumulators, per group of four k two loads of b and eight broadcasts of a.
+// - AVX2: bytes widened to int16, vpmaddwd multiplies pairs and sums them into int32 lanes
+//   (exact: |a b| <= 2^14). Micro-tile 4 rows x 16 columns.
+// - Portable: int32 dot products of a row of a and a row of b.
+// a and b are first packed (in parallel) into panels in the order the micro-kernel reads
+// them: b in panels of NR columns, k grouped by 4 (VNNI) or 2 (AVX2) per column, zero-padded
+// in N and K; a likewise in panels of MR rows. Then tasks of 64 rows x 128 columns run the
+// micro-kernel over K and apply the epilogue (int32 out, or scales, bias and the cast).
+
+#include "fastlayers/int8_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "kernels/cpu/isa.h"
+
+#if FL_CPU_X86_VARIANTS
+#include <immintrin.h>
+#endif
+
+namespace fl {
+namespace cpu {
+namespace {
+
+enum class Path { kPortable, kAvx2, kVnni };
+
+Path detect_path() {
+#if FL_CPU_X86_VARIANTS
+  const Isa isa = runtime_isa();
+  if (isa == Isa::kAvx512 && __builtin_cpu_supports("avx512vnni")) return Path::kVnni;
+  if (isa >= Isa::kAvx2) return Path::kAvx2;
+#endif
+  return Path::kPortable;
+}
+
+Path path() {
+  static const Path p = detect_path();
+  return p;
+}
+
+// The epilogue of `cols` outputs of row m from column n0: c[x] (minus 128 bsum[n0 + x] when
+// bsum is given: the VNNI bias), then int32 out, or c * a_scale * b_scale + bias cast to
+// the output type. Plain loops over the row, which the compiler vectorises.
+inline void emit_row(const Int8GemmParams& p, int64_t m, int64_t n0, int cols, const int32_t* c,
+                     const int32_t* bsum) {
+  int32_t v[64];
+  for (int x0 = 0; x0 < cols; x0 += 64) {
+    const int w = std::min(64, cols - x0);
+    for (int x = 0; x < w; ++x)
+      v[x] = bsum ? int32_t(uint32_t(c[x0 + x]) - 128u * uint32_t(bsum[n0 + x0 + x])) : c[x0 + x];
+    const int64_t i = m * p.N + n0 + x0;
+    if (p.a_scale == nullptr) {
+      std::memcpy(static_cast<int32_t*>(p.out) + i, v, sizeof(int32_t) * size_t(w));
+      continue;
+    }
+    float f[64];
+    const float as = p.a_scale[m];
+    const float* bs = p.b_scale + n0 + x0;
+    for (int x = 0; x < w; ++x) f[x] = float(v[x]) * as * bs[x];
+    if (p.bias)
+      for (int x = 0; x < w; ++x) f[x] += p.bias[n0 + x0 + x];
+    if (p.out_dtype == DType::kBFloat16) {
+      bf16* o = static_cast<bf16*>(p.out) + i;
+      for (int x = 0; x < w; ++x) o[x] = to_bf16(f[x]);
+    } else {
+      std::memcpy(static_cast<float*>(p.out) + i, f, sizeof(float) * size_t(w));
+    }
+  }
+}
+
+// Runs `tile(m0, n0, rows, cols)` over tasks of kTaskM x kTaskN outputs (8 x 4 tiles), MR x
+// NR tiles each; a task's B panels (4 x NR x K bytes) stay in L2 while its row tiles pass.
+template <int MR, int NR, typename Tile>
+void for_tiles(const Int8GemmParams& p, const ParallelFor& pfor, Tile&& tile) {
+  constexpr int64_t kTaskM = 8 * MR, kTaskN = 4 * NR;
+  const int64_t tm = (p.M + kTaskM - 1) / kTaskM, tn = (p.N + kTaskN - 1) / kTaskN;
+  pfor(0, tm * tn, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t m_end = std::min(p.M, (t / tn + 1) * kTaskM);
+      const int64_t n_end = std::min(p.N, (t % tn + 1) * kTaskN);
+      for (int64_t n0 = (t % tn) * kTaskN; n0 < n_end; n0 += NR)
+        for (int64_t m0 = (t / tn) * kTaskM; m0 < m_end; m0 += MR)
+          tile(m0, n0, int(std::min<int64_t>(MR, p.M - m0)), int(std::min<int64_t>(NR, p.N - n0)));
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Portable.
+
+void gemm_portable(const Int8GemmParams& p, const ParallelFor& pfor) {
+  for_tiles<4, 16>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
+    for (int r = 0; r < rows; ++r) {
+      const int8_t* a = p.a + (m0 + r) * p.lda;
+      int32_t acc[16];
+      for (int c = 0; c < cols; ++c) {
+        const int8_t* b = p.b + (n0 + c) * p.ldb;
+        int32_t s = 0;
+        for (int64_t k = 0; k < p.K; ++k) s += int32_t(a[k]) * int32_t(b[k]);
+        acc[c] = s;
+      }
+      emit_row(p, m0 + r, n0, cols, acc, nullptr);
+    }
+  });
+}
+
+#if FL_CPU_X86_VARIANTS
+
+// A 64-byte aligned array: packed panels are read in whole cache lines (an unaligned zmm
+// load touches two).
+template <typename T>
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n)
+      : p(static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64 + 64))) {
+    if (!p) throw std::bad_alloc();
+  }
+  ~AlignedBuffer() { std::free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  T* data() const { return p; }
+  T* p;
+};
+
+// Grow-only packing workspace per calling thread: a fresh 16 MB buffer per call would spend
+// milliseconds faulting its pages in. Slot 0 holds a's panels, slot 1 b's.
+template <typename T>
+T* workspace(int slot, size_t n) {
+  thread_local std::unique_ptr<AlignedBuffer<uint8_t>> buf[2];
+  thread_local size_t cap[2] = {0, 0};
+  const size_t bytes = n * sizeof(T);
+  if (bytes > cap[slot]) {
+    buf[slot].reset();
+    buf[slot] = std::make_unique<AlignedBuffer<uint8_t>>(bytes);
+    cap[slot] = bytes;
+  }
+  return reinterpret_cast<T*>(buf[slot]->data());
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing. Panel of R rows of src (row stride ld, `rows` valid, K valid columns) into
+// dst[Kg][R][G] (G consecutive k per row), element type D, converted by f, zero beyond.
+
+template <int R, int G, typename D, typename F>
+void pack_panel(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t Kg, D* dst, F&& f,
+                D pad) {
+  // Whole groups of G columns of the valid rows: a G-element gather per (group, row), which
+  // the compiler turns into one load and one (widening) store; then the ragged edges.
+  const int64_t full = K / G;
+  for (int64_t kg = 0; kg < full; ++kg)
+    for (int r = 0; r < rows; ++r) {
+      const int8_t* s = src + r * ld + kg * G;
+      D* d = dst + (kg * R + r) * G;
+      for (int g = 0; g < G; ++g) d[g] = f(s[g]);
+    }
+  for (int64_t kg = 0; kg < Kg; ++kg)
+    for (int r = 0; r < R; ++r) {
+      if (kg < full && r < rows) continue;
+      for (int g = 0; g < G; ++g) {
+        const int64_t k = kg * G + g;
+        dst[(kg * R + r) * G + g] = (r < rows && k < K) ? f(src[r * ld + k]) : pad;
+      }
+    }
+}
+
+// The VNNI panels: 4-byte words of R rows of src into dst[K4][R][4], each word XOR `flip`
+// (0x80808080 turns signed bytes into unsigned a + 128), padding words `pad`. Row by row:
+// sequential reads, word stores R words apart.
+template <int R>
+void pack_words(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t K4, uint8_t* dst,
+                uint32_t flip, uint32_t pad) {
+  const int64_t full = K / 4;
+  for (int r = 0; r < R; ++r) {
+    uint8_t* d = dst + 4 * r;
+    if (r >= rows) {
+      for (int64_t kg = 0; kg < K4; ++kg) std::memcpy(d + kg * 4 * R, &pad, 4);
+      continue;
+    }
+    const int8_t* s = src + r * ld;
+    for (int64_t kg = 0; kg < full; ++kg) {
+      uint32_t w;
+      std::memcpy(&w, s + 4 * kg, 4);
+      w ^= flip;
+      std::memcpy(d + kg * 4 * R, &w, 4);
+    }
+    if (full < K4) {  // the ragged last word: its bytes past K are padding
+      uint8_t b[4];
+      std::memcpy(b, &pad, 4);
+      for (int64_t k = 4 * full; k < K; ++k) b[k - 4 * full] = uint8_t(s[k]) ^ uint8_t(flip);
+      std::memcpy(d + full * 4 * R, b, 4);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX-512 VNNI: dot products along K, straight from a's and b's rows (no packing). A tile
+// of MR rows x NR columns keeps MR x NR zmm accumulators; per 64 bytes of K it loads MR
+// rows of a (sign bit flipped: unsigned bytes) and NR of b, and issues MR x NR vpdpbusd.
+// The K tail is a masked load (zero bytes of b add nothing); each accumulator is summed
+// across its lanes at the end. Rows and columns past M and N repeat the last valid one and
+// are not stored.
+
+constexpr int kVnniMR = 4, kVnniNR = 6;
+
+#define FL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// One 64-byte step of K (bytes outside `mask` read as zero).
+FL_VNNI_TARGET inline void vnni_step(const int8_t* const (&ar)[kVnniMR],
+                                     const int8_t* const (&br)[kVnniNR], int64_t k, __mmask64 mask,
+                                     __m512i (&acc)[kVnniMR][kVnniNR]) {
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  __m512i av[kVnniMR];
+#pragma GCC unroll 4
+  for (int r = 0; r < kVnniMR; ++r)
+    av[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, ar[r] + k), flip);
+#pragma GCC unroll 6
+  for (int n = 0; n < kVnniNR; ++n) {
+    const __m512i bv = _mm512_maskz_loadu_epi8(mask, br[n] + k);
+#pragma GCC unroll 4
+    for (int r = 0; r < kVnniMR; ++r) acc[r][n] = _mm512_dpbusd_epi32(acc[r][n], av[r], bv);
+  }
+}
+
+FL_VNNI_TARGET void vnni_tile(const Int8GemmParams& p, int64_t m0, int64_t n0, int rows, int cols,
+                              const int32_t* bsum) {
+  const int8_t* ar[kVnniMR];
+  const int8_t* br[kVnniNR];
+#pragma GCC unroll 4
+  for (int r = 0; r < kVnniMR; ++r) ar[r] = p.a + (m0 + (r < rows ? r : rows - 1)) * p.lda;
+#pragma GCC unroll 6
+  for (int n = 0; n < kVnniNR; ++n) br[n] = p.b + (n0 + (n < cols ? n : cols - 1)) * p.ldb;
+  __m512i acc[kVnniMR][kVnniNR];
+#pragma GCC unroll 4
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 6
+    for (int n = 0; n < kVnniNR; ++n) acc[r][n] = _mm512_setzero_si512();
+  int64_t k = 0;
+  for (; k + 64 <= p.K; k += 64) vnni_step(ar, br, k, ~__mmask64(0), acc);
+  if (k < p.K) vnni_step(ar, br, k, (__mmask64(1) << (p.K - k)) - 1, acc);
+  for (int r = 0; r < rows; ++r) {
+    int32_t c[kVnniNR];
+    for (int n = 0; n < cols; ++n) c[n] = _mm512_reduce_add_epi32(acc[r][n]);
+    emit_row(p, m0 + r, n0, cols, c, bsum);  // (a + 128) . b - 128 sum(b)
+  }
+}
+
+// sum_k b[n, k] for each row of b: vpdpbusd of ones (unsigned) with b.
+FL_VNNI_TARGET void row_sums(const Int8GemmParams& p, int64_t n_begin, int64_t n_end,
+                             int32_t* out) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int8_t* row = p.b + n * p.ldb;
+    __m512i acc = _mm512_setzero_si512();
+    int64_t k = 0;
+    for (; k + 64 <= p.K; k += 64)
+      acc = _mm512_dpbusd_epi32(acc, ones, _mm512_loadu_si512(row + k));
+    if (k < p.K)
+      acc = _mm512_dpbusd_epi32(acc, ones,
+                                _mm512_maskz_loadu_epi8((__mmask64(1) << (p.K - k)) - 1, row + k));
+    out[n] = _mm512_reduce_add_epi32(acc);
+  }
+}
+
+// Packed: b in panels of 32 columns, k grouped by four per column ([K4][32][4] bytes), a in
+// panels of 8 rows ([K4][8][4], sign bit flipped). A tile of 8 x 32 keeps 16 zmm
+// accumulators; per group of four k it loads two vectors of b and broadcasts eight words
+// of a, so each loaded byte feeds 8 (b) or 32 (a) products. Packing costs a pass over b,
+// repaid when many rows of a share it.
+constexpr int kPackMR = 8, kPackNR = 32;
+
+FL_VNNI_TARGET void vnni_packed_tile(const uint8_t* ap, const int8_t* bp, int64_t K4,
+                                     int32_t (&c)[kPackMR][kPackNR]) {
+  __m512i acc[kPackMR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < kPackMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m512i b0 = _mm512_load_si512(bp + k4 * 128);
+    const __m512i b1 = _mm512_load_si512(bp + k4 * 128 + 64);
+    const uint8_t* a = ap + k4 * 4 * kPackMR;
+    // Unrolled, so the accumulators live in registers (a loop over r indexes them in memory).
+#pragma GCC unroll 8
+    for (int r = 0; r < kPackMR; ++r) {
+      int32_t w;
+      std::memcpy(&w, a + 4 * r, 4);
+      const __m512i av = _mm512_set1_epi32(w);
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kPackMR; ++r) {
+    _mm512_storeu_si512(c[r], acc[r][0]);
+    _mm512_storeu_si512(c[r] + 16, acc[r][1]);
+  }
+}
+
+#undef FL_VNNI_TARGET
+
+// Rows of a at which packing b pays for itself (measured: M = 8 unpacked takes a tenth of
+// the time packing b alone does at K = N = 4096).
+constexpr int64_t kPackMinM = 64;
+
+void gemm_vnni(const Int8GemmParams& p, const ParallelFor& pfor) {
+  std::vector<int32_t> bsum(size_t(p.N));
+  pfor(0, p.N, 64, [&](int64_t b, int64_t e) { row_sums(p, b, e, bsum.data()); });
+  if (p.M < kPackMinM) {
+    for_tiles<kVnniMR, kVnniNR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
+      vnni_tile(p, m0, n0, rows, cols, bsum.data());
+    });
+    return;
+  }
+  const int64_t K4 = (p.K + 3) / 4;
+  const int64_t mp = (p.M + kPackMR - 1) / kPackMR, np = (p.N + kPackNR - 1) / kPackNR;
+  uint8_t* const ap = workspace<uint8_t>(0, size_t(mp * K4 * 4 * kPackMR));
+  int8_t* const bp = workspace<int8_t>(1, size_t(np * K4 * 4 * kPackNR));
+  pfor(0, mp, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      pack_words<kPackMR>(p.a + i * kPackMR * p.lda, p.lda,
+                          int(std::min<int64_t>(kPackMR, p.M - i * kPackMR)), p.K, K4,
+                          ap + i * K4 * 4 * kPackMR, 0x80808080u, 0x80808080u);
+  });
+  pfor(0, np, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      pack_words<kPackNR>(p.b + i * kPackNR * p.ldb, p.ldb,
+                          int(std::min<int64_t>(kPackNR, p.N - i * kPackNR)), p.K, K4,
+                          reinterpret_cast<uint8_t*>(bp) + i * K4 * 4 * kPackNR, 0u, 0u);
+  });
+  for_tiles<kPackMR, kPackNR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
+    int32_t c[kPackMR][kPackNR];
+    vnni_packed_tile(ap + (m0 / kPackMR) * K4 * 4 * kPackMR, bp + (n0 / kPackNR) * K4 * 4 * kPackNR,
+                     K4, c);
+    for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], bsum.data());
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// AVX2.
+
+constexpr int kAvx2MR = 4, kAvx2NR = 16;
+
+__attribute__((target("avx2"))) void avx2_tile(const int16_t* ap, const int16_t* bp, int64_t K2,
+                                               int32_t (&c)[kAvx2MR][kAvx2NR]) {
+  __m256i acc[kAvx2MR][2];
+#pragma GCC unroll 4
+  for (int r = 0; r < kAvx2MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int64_t k2 = 0; k2 < K2; ++k2) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + k2 * 32));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + k2 * 32 + 16));
+    const int16_t* a = ap + k2 * 2 * kAvx2MR;
+#pragma GCC unroll 4
+    for (int r = 0; r < kAvx2MR; ++r) {
+      int32_t w;
+      std::memcpy(&w, a + 2 * r, 4);
+      const __m256i av = _mm256_set1_epi32(w);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < kAvx2MR; ++r) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[r]), acc[r][0]);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(c[r] + 8), acc[r][1]);
+  }
+}
+
+void gemm_avx2(const Int8GemmParams& p, const ParallelFor& pfor) {
+  const int64_t K2 = (p.K + 1) / 2;
+  const int64_t mp = (p.M + kAvx2MR - 1) / kAvx2MR, np = (p.N + kAvx2NR - 1) / kAvx2NR;
+  int16_t* const ap = workspace<int16_t>(0, size_t(mp * K2 * 2 * kAvx2MR));
+  int16_t* const bp = workspace<int16_t>(1, size_t(np * K2 * 2 * kAvx2NR));
+  const auto widen = [](int8_t x) { return int16_t(x); };
+  pfor(0, mp, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      pack_panel<kAvx2MR, 2, int16_t>(p.a + i * kAvx2MR * p.lda, p.lda,
+                                      int(std::min<int64_t>(kAvx2MR, p.M - i * kAvx2MR)), p.K, K2,
+                                      ap + i * K2 * 2 * kAvx2MR, widen, int16_t(0));
+  });
+  pfor(0, np, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      pack_panel<kAvx2NR, 2, int16_t>(p.b + i * kAvx2NR * p.ldb, p.ldb,
+                                      int(std::min<int64_t>(kAvx2NR, p.N - i * kAvx2NR)), p.K, K2,
+                                      bp + i * K2 * 2 * kAvx2NR, widen, int16_t(0));
+  });
+  for_tiles<kAvx2MR, kAvx2NR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
+    int32_t c[kAvx2MR][kAvx2NR];
+    avx2_tile(ap + (m0 / kAvx2MR) * K2 * 2 * kAvx2MR, bp + (n0 / kAvx2NR) * K2 * 2 * kAvx2NR, K2,
+              c);
+    for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], nullptr);
+  });
+}
+
+#endif  // FL_CPU_X86_VARIANTS
+
+// ---------------------------------------------------------------------------------------
+// Quantisation.
+
+template <typename T>
+void quantize_t(const QuantizeRowsParams& p, const ParallelFor& pfor) {
+  const T* x = static_cast<const T*>(p.x);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.n));
+  pfor(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* row = x + r * p.ld;
+      // Branch-free loops the compiler vectorises: a max, and a count of NaNs (which
+      // propagate to the scale).
+      float amax = 0.f;
+      int32_t nans = 0;
+      for (int64_t j = 0; j < p.n; ++j) {
+        const float v = std::fabs(float(load(row + j)));
+        amax = v > amax ? v : amax;
+        nans += v != v;
+      }
+      if (nans) amax = std::numeric_limits<float>::quiet_NaN();
+      const float scale = amax == 0.f ? 1.f : amax / 127.f;
+      p.scale[r] = scale;
+      int8_t* q = p.q + r * p.n;
+      // Clamp, then round half to even by adding and subtracting 1.5 * 2^23 (exact for
+      // |v| <= 127, and SSE2 has no rounding instruction the loop could use); NaN -> 0.
+      constexpr float kMagic = 12582912.0f;
+      for (int64_t j = 0; j < p.n; ++j) {
+        float v = float(load(row + j)) / scale;
+        v = v == v ? v : 0.f;
+        v = v > 127.f ? 127.f : (v < -127.f ? -127.f : v);
+        q[j] = int8_t(int32_t((v + kMagic) - kMagic));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void int8_gemm(const Int8GemmParams& p, const ParallelFor& pfor) {
+  if (p.M == 0 || p.N == 0) return;
+#if FL_CPU_X86_VARIANTS
+  switch (path()) {
+    case Path::kVnni: return gemm_vnni(p, pfor);
+    case Path::kAvx2: return gemm_avx2(p, pfor);
+    default: break;
+  }
+#endif
+  gemm_portable(p, pfor);
+}
+
+const char* int8_gemm_path() {
+  switch (path()) {
+    case Path::kVnni: return "avx512-vnni";
+    case Path::kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+void quantize_rows(const QuantizeRowsParams& p, const ParallelFor& pfor) {
+  dispatch_cpu_types(p.dtype, [&](auto tag) { quantize_t<decltype(tag)>(p, pfor); });
+}
+
+}  // namespace cpu
+}  // namespace fl
