@@ -8,7 +8,6 @@ Shapes: CPU M = 512, K = N = 4096; CUDA M = N = K in {4096, 8192} (--quick: 4096
     python bench/bench_int8.py [--device cpu] [--quick] [--json PATH]
 """
 
-import argparse
 import os
 import sys
 
@@ -67,17 +66,7 @@ def run(device: str, quick: bool = False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", metavar="PATH", help="also write the rows and the environment to PATH")
-    args = parser.parse_args(argv)
-    rows = run(args.device, args.quick)
-    env = common.environment(args.device)
-    print(common.summary(env))
-    common.print_table(rows)
-    if args.json:
-        common.write_json(rows, args.json, env)
+    common.main(run, __doc__.splitlines()[0], argv, quick_help="on CUDA, M = N = K = 4096 only")
 
 
 if __name__ == "__main__":

@@ -247,3 +247,23 @@ def write_json(rows: list[Result], path: str, env: dict) -> None:
     with open(path, "w") as f:
         json.dump({"env": env, "results": [r.as_dict() for r in rows]}, f, indent=2)
         f.write("\n")
+
+
+def main(run, description: str, argv=None, quick_help: str = "fewer shapes"):
+    """The command line of a bench_<op>.py whose ``run(device, quick)`` returns rows:
+    [--device cpu|cuda] [--quick] [--json PATH]; prints the environment and the table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and the environment to PATH")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    rows = run(args.device, args.quick)
+    env = environment(args.device)
+    print(summary(env))
+    print_table(rows)
+    if args.json:
+        write_json(rows, args.json, env)

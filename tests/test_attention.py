@@ -155,17 +155,6 @@ def test_fully_masked_rows_give_zero_output_and_gradients():
     assert not gq.isnan().any() and gq.abs().sum() == 0 and gk.abs().sum() == 0 and gv.abs().sum() == 0
 
 
-def test_nan_propagates_to_the_rows_that_attend_it():
-    q, k, v = (torch.randn(1, 1, 6, 8) for _ in range(3))
-    v[0, 0, 3, 2] = float("nan")
-    out = FF.scaled_dot_product_attention(q, k, v, is_causal=True)
-    # Causal: rows 3.. attend key 3, rows 0-2 do not.
-    assert out[0, 0, 3:].isnan().any(dim=-1).all()
-    assert not out[0, 0, :3].isnan().any()
-    q[0, 0, 1, 0] = float("nan")
-    assert FF.scaled_dot_product_attention(q, k, v)[0, 0, 1].isnan().all()
-
-
 def test_input_shapes_like_torch():
     """2-D, 3-D and 5-D inputs, broadcast key/value batch dimensions, GQA on 3-D."""
     g = torch.Generator().manual_seed(3)
@@ -189,26 +178,6 @@ def test_scale_argument():
     torch.testing.assert_close(
         FF.scaled_dot_product_attention(q, k, v, scale=0.3), F.scaled_dot_product_attention(q, k, v, scale=0.3)
     )
-
-
-def test_dropout_is_unbiased_and_keeps_the_right_fraction():
-    # Uniform attention (q = 0) over Lk one-hot values: out[i, j] = z_ij / ((1 - p) Lk).
-    lq = lk = 256
-    p = 0.3
-    q = torch.zeros(2, 2, lq, 8)
-    k = torch.randn(2, 2, lk, 8)
-    v = torch.eye(lk).expand(2, 2, lk, lk)
-    out = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    kept = (out > 0).double().mean().item()
-    assert abs(kept - (1 - p)) < 0.01  # n = 262144: sd 0.0009
-    assert abs((out * lk).mean().item() - 1.0) < 0.01
-    # Different calls draw different masks; the same seed gives the same mask.
-    torch.manual_seed(5)
-    a = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    b = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    torch.manual_seed(5)
-    c = FF.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    assert not torch.equal(a, b) and torch.equal(a, c)
 
 
 def _op_args(c: Case, dtype, dropout=0.0, seed=0, requires_grad=True):

@@ -157,6 +157,9 @@ def test_int8_linear_state_dict_roundtrip():
     assert torch.equal(fresh(x), q(x))
     plain = fastlayers.nn.Int8Linear.from_float(lin)
     assert "input_smooth" not in plain.state_dict()
+    half = fastlayers.nn.Int8Linear.from_float(lin).to(torch.bfloat16)  # module-wide cast
+    assert half.weight.dtype == torch.int8
+    assert half(x.bfloat16()).dtype == torch.bfloat16
 
 
 class _Mlp(torch.nn.Module):

@@ -8,31 +8,14 @@
 #include <vector>
 
 #include "fastlayers/max_pool2d.h"
+#include "tests/test_util.h"
 
 using namespace fl;
 
 namespace {
 
-int failures = 0;
-
-#define EXPECT(cond, ...)                \
-  do {                                   \
-    if (!(cond)) {                       \
-      ++failures;                        \
-      std::printf("FAIL: " __VA_ARGS__); \
-      std::printf("\n");                 \
-    }                                    \
-  } while (0)
-
-void thread_for(int64_t begin, int64_t end, int64_t grain, const ParallelBody& body) {
-  const int64_t n = end - begin, workers = 3;
-  if (n <= grain) return body(begin, end);
-  std::vector<std::thread> ts;
-  const int64_t chunk = (n + workers - 1) / workers;
-  for (int64_t b = begin; b < end; b += chunk)
-    ts.emplace_back([&, b] { body(b, std::min(end, b + chunk)); });
-  for (auto& t : ts) t.join();
-}
+using fl_test::failures;
+using fl_test::thread_for;
 
 int64_t out_size(int64_t in, int64_t k, int64_t p, int64_t s, int64_t d, bool ceil) {
   int64_t span = in + 2 * p - d * (k - 1) - 1 + (ceil ? s - 1 : 0);

@@ -176,10 +176,11 @@ void pack_panel(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t Kg, 
 
 // The VNNI panels: 4-byte words of R rows of src into dst[K4][R][4], each word XOR `flip`
 // (0x80808080 turns signed bytes into unsigned a + 128), padding words `pad`. Row by row:
-// sequential reads, word stores R words apart.
+// sequential reads, word stores R words apart. With `sums`, also each row's byte sum
+// (while the row is in L1).
 template <int R>
 void pack_words(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t K4, uint8_t* dst,
-                uint32_t flip, uint32_t pad) {
+                uint32_t flip, uint32_t pad, int32_t* sums = nullptr) {
   const int64_t full = K / 4;
   for (int r = 0; r < R; ++r) {
     uint8_t* d = dst + 4 * r;
@@ -188,6 +189,11 @@ void pack_words(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t K4, 
       continue;
     }
     const int8_t* s = src + r * ld;
+    if (sums) {
+      int32_t sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += s[k];
+      sums[r] = sum;
+    }
     for (int64_t kg = 0; kg < full; ++kg) {
       uint32_t w;
       std::memcpy(&w, s + 4 * kg, 4);
@@ -313,8 +319,8 @@ constexpr int64_t kPackMinM = 64;
 
 void gemm_vnni(const Int8GemmParams& p, const ParallelFor& pfor) {
   std::vector<int32_t> bsum(size_t(p.N));
-  pfor(0, p.N, 64, [&](int64_t b, int64_t e) { row_sums(p, b, e, bsum.data()); });
   if (p.M < kPackMinM) {
+    pfor(0, p.N, 64, [&](int64_t b, int64_t e) { row_sums(p, b, e, bsum.data()); });
     for_tiles<kVnniMR, kVnniNR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
       vnni_tile(p, m0, n0, rows, cols, bsum.data());
     });
@@ -334,7 +340,8 @@ void gemm_vnni(const Int8GemmParams& p, const ParallelFor& pfor) {
     for (int64_t i = b; i < e; ++i)
       pack_words<kPackNR>(p.b + i * kPackNR * p.ldb, p.ldb,
                           int(std::min<int64_t>(kPackNR, p.N - i * kPackNR)), p.K, K4,
-                          reinterpret_cast<uint8_t*>(bp) + i * K4 * 4 * kPackNR, 0u, 0u);
+                          reinterpret_cast<uint8_t*>(bp) + i * K4 * 4 * kPackNR, 0u, 0u,
+                          bsum.data() + i * kPackNR);
   });
   for_tiles<kPackMR, kPackNR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
     int32_t c[kPackMR][kPackNR];

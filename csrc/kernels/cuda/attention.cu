@@ -302,6 +302,60 @@ __device__ __forceinline__ void store_rows(T* out, int64_t ld, int64_t row0, int
   }
 }
 
+// One step of a two-stage cp.async pipeline over items 0..n-1: issues item it + 1's copies
+// into the other stage (load(it + 1, stage)), waits until item it's have landed and
+// synchronises the block. Returns item it's stage. The caller synchronises again before the
+// next step overwrites the stage it read.
+template <typename Load>
+__device__ __forceinline__ int pipeline_step(int64_t it, int64_t n, Load&& load) {
+  const int st = int(it & 1);
+  if (it + 1 < n) {
+    load(it + 1, st ^ 1);
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();
+  } else {
+    ptx::cp_async_wait<0>();
+  }
+  __syncthreads();
+  return st;
+}
+
+// The work item of the forward and dQ kernels: query tile w % ntiles of slice (b, h), with
+// the key/value head it reads and the key tiles it visits (causal: up to its last row).
+template <typename T, typename P>
+struct QueryTile {
+  int64_t b, h, hk, i0, mbase, row_base, nkt;
+  int nq;
+  const T *q, *k, *v;
+  __device__ QueryTile(const P& p, int64_t w, int kM, int kN) {
+    const AttentionShape& s = p.s;
+    const int64_t ntiles = (s.Lq + kM - 1) / kM, bh = w / ntiles;
+    b = bh / s.Hq;
+    h = bh % s.Hq;
+    hk = h / (s.Hq / s.Hkv);
+    i0 = (w % ntiles) * kM;
+    nq = int(s.Lq - i0 < kM ? s.Lq - i0 : kM);
+    q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
+    k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
+    v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
+    mbase = b * p.a.mask_stride[0] + h * p.a.mask_stride[1];
+    row_base = (b * s.Hq + h) * s.Lq;
+    const int64_t kend = p.a.causal ? (s.Lk < i0 + nq ? s.Lk : i0 + nq) : s.Lk;
+    nkt = (kend + kN - 1) / kN;
+  }
+  // Key and value tile jt into shared stage `stage` (cp.async where vk / vv).
+  template <int kN, int kD, int kLd, int kThreads>
+  __device__ void load_kv(const P& p, int64_t jt, int stage, T* sK, T* sV, bool vk, bool vv,
+                          int tid) const {
+    const int64_t j0 = jt * kN;
+    const int nj = int(p.s.Lk - j0 < kN ? p.s.Lk - j0 : kN);
+    load_tile<T, kN, kD, kLd, kThreads>(sK + stage * kN * kLd, k + j0 * p.k_stride[2],
+                                        p.k_stride[2], nj, int(p.s.D), vk, tid);
+    load_tile<T, kN, kD, kLd, kThreads>(sV + stage * kN * kLd, v + j0 * p.v_stride[2],
+                                        p.v_stride[2], nj, int(p.s.Dv), vv, tid);
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // Forward.
 
@@ -330,23 +384,13 @@ __global__ void __launch_bounds__(Cfg<T, kD>::kThreads, 1) attention_fwd(Attenti
   const float sl2 = float(a.scale) * kLog2e;
   const int64_t ntiles = (s.Lq + kM - 1) / kM, work = ntiles * s.B * s.Hq;
   for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
-    const int64_t tile = w % ntiles, bh = w / ntiles, b = bh / s.Hq, h = bh % s.Hq;
-    const int64_t hk = h / (s.Hq / s.Hkv), i0 = tile * kM;
-    const int nq = int(s.Lq - i0 < kM ? s.Lq - i0 : kM);
-    const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
-    const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
-    const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
-    const int64_t mbase = b * a.mask_stride[0] + h * a.mask_stride[1];
-    const int64_t row_base = (b * s.Hq + h) * s.Lq;
-    const int64_t kend = a.causal ? (s.Lk < i0 + nq ? s.Lk : i0 + nq) : s.Lk;
-    const int64_t nkt = (kend + kN - 1) / kN;
+    const QueryTile<T, AttentionFwdParams> qt(p, w, kM, kN);
+    const int64_t b = qt.b, h = qt.h, i0 = qt.i0, mbase = qt.mbase, row_base = qt.row_base;
+    const int64_t nkt = qt.nkt;
+    const int nq = qt.nq;
+    const T* q = qt.q;
     auto load_kv = [&](int64_t jt, int stage) {
-      const int64_t j0 = jt * kN;
-      const int nj = int(s.Lk - j0 < kN ? s.Lk - j0 : kN);
-      load_tile<T, kN, kD, kLd, C::kThreads>(sK + stage * kN * kLd, k + j0 * p.k_stride[2],
-                                             p.k_stride[2], nj, int(s.D), vk, tid);
-      load_tile<T, kN, kD, kLd, C::kThreads>(sV + stage * kN * kLd, v + j0 * p.v_stride[2],
-                                             p.v_stride[2], nj, int(s.Dv), vv, tid);
+      qt.template load_kv<kN, kD, kLd, C::kThreads>(p, jt, stage, sK, sV, vk, vv, tid);
     };
     load_tile<T, kM, kD, kLd, C::kThreads>(sQ, q + i0 * p.q_stride[2], p.q_stride[2], nq, int(s.D),
                                            vq, tid);
@@ -357,15 +401,7 @@ __global__ void __launch_bounds__(Cfg<T, kD>::kThreads, 1) attention_fwd(Attenti
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     const int64_t r0 = i0 + 16 * warp + g;  // this lane's rows: r0 and r0 + 8
     for (int64_t jt = 0; jt < nkt; ++jt) {
-      const int st = int(jt & 1);
-      if (jt + 1 < nkt) {
-        load_kv(jt + 1, st ^ 1);
-        ptx::cp_async_commit();
-        ptx::cp_async_wait<1>();
-      } else {
-        ptx::cp_async_wait<0>();
-      }
-      __syncthreads();
+      const int st = pipeline_step(jt, nkt, load_kv);
       float sc[NT][4] = {};
       gemm_ss_nk<T, NT, kD>(sc, sQ + 16 * warp * kLd, kLd, sK + st * kN * kLd, kLd, lane);
       const int64_t j0 = jt * kN;
@@ -511,15 +547,7 @@ __global__ void __launch_bounds__(Cfg<T, kD>::kThreads, 1)
     float dk[kDK ? DT : 1][4] = {}, dv[kDV ? DT : 1][4] = {};
     const int64_t jr = j0 + 16 * warp + g;  // this lane's key rows: jr and jr + 8
     for (int64_t it = 0; it < iters; ++it) {
-      const int st = int(it & 1);
-      if (it + 1 < iters) {
-        load_q(it + 1, st ^ 1);
-        ptx::cp_async_commit();
-        ptx::cp_async_wait<1>();
-      } else {
-        ptx::cp_async_wait<0>();
-      }
-      __syncthreads();
+      const int st = pipeline_step(it, iters, load_q);
       const int64_t h = hk * group + it / per_head, i0 = (it0 + it % per_head) * kN;
       const int64_t mbase = b * a.mask_stride[0] + h * a.mask_stride[1];
       const int64_t row_base = (b * s.Hq + h) * s.Lq;
@@ -606,24 +634,14 @@ __global__ void __launch_bounds__(Cfg<T, kD>::kThreads, 1)
   const float sl2 = float(a.scale) * kLog2e;
   const int64_t ntiles = (s.Lq + kM - 1) / kM, work = ntiles * s.B * s.Hq;
   for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {
-    const int64_t tile = w % ntiles, bh = w / ntiles, b = bh / s.Hq, h = bh % s.Hq;
-    const int64_t hk = h / (s.Hq / s.Hkv), i0 = tile * kM;
-    const int nq = int(s.Lq - i0 < kM ? s.Lq - i0 : kM);
-    const T* q = static_cast<const T*>(p.q) + b * p.q_stride[0] + h * p.q_stride[1];
+    const QueryTile<T, AttentionBwdParams> qt(p, w, kM, kN);
+    const int64_t b = qt.b, h = qt.h, i0 = qt.i0, mbase = qt.mbase, row_base = qt.row_base;
+    const int64_t nkt = qt.nkt;
+    const int nq = qt.nq;
+    const T* q = qt.q;
     const T* go = static_cast<const T*>(p.grad_out) + b * p.go_stride[0] + h * p.go_stride[1];
-    const T* k = static_cast<const T*>(p.k) + b * p.k_stride[0] + hk * p.k_stride[1];
-    const T* v = static_cast<const T*>(p.v) + b * p.v_stride[0] + hk * p.v_stride[1];
-    const int64_t mbase = b * a.mask_stride[0] + h * a.mask_stride[1];
-    const int64_t row_base = (b * s.Hq + h) * s.Lq;
-    const int64_t kend = a.causal ? (s.Lk < i0 + nq ? s.Lk : i0 + nq) : s.Lk;
-    const int64_t nkt = (kend + kN - 1) / kN;
     auto load_kv = [&](int64_t jt, int stage) {
-      const int64_t j0 = jt * kN;
-      const int nj = int(s.Lk - j0 < kN ? s.Lk - j0 : kN);
-      load_tile<T, kN, kD, kLd, C::kThreads>(sK + stage * kN * kLd, k + j0 * p.k_stride[2],
-                                             p.k_stride[2], nj, int(s.D), vk, tid);
-      load_tile<T, kN, kD, kLd, C::kThreads>(sV + stage * kN * kLd, v + j0 * p.v_stride[2],
-                                             p.v_stride[2], nj, int(s.Dv), vv, tid);
+      qt.template load_kv<kN, kD, kLd, C::kThreads>(p, jt, stage, sK, sV, vk, vv, tid);
     };
     load_tile<T, kM, kD, kLd, C::kThreads>(sQ, q + i0 * p.q_stride[2], p.q_stride[2], nq, int(s.D),
                                            vq, tid);
@@ -645,17 +663,10 @@ __global__ void __launch_bounds__(Cfg<T, kD>::kThreads, 1)
     float dq[DT][4] = {};
     const int64_t steps = (kExactDelta ? 2 : 1) * nkt;
     for (int64_t it = 0; it < steps; ++it) {
-      const int st = int(it & 1);
+      const int st =
+          pipeline_step(it, steps, [&](int64_t i, int stage) { load_kv(i % nkt, stage); });
       const int64_t jt = it % nkt;
       const bool delta_pass = kExactDelta && it < nkt;
-      if (it + 1 < steps) {
-        load_kv((it + 1) % nkt, st ^ 1);
-        ptx::cp_async_commit();
-        ptx::cp_async_wait<1>();
-      } else {
-        ptx::cp_async_wait<0>();
-      }
-      __syncthreads();
       const T* k_s = sK + st * kN * kLd;
       float pr[NT][4] = {}, dp[NT][4] = {};
       gemm_ss_nk<T, NT, kD>(pr, sQ + 16 * warp * kLd, kLd, k_s, kLd, lane);

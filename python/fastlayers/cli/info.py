@@ -12,6 +12,7 @@ OPS = {
     "scaled_dot_product_attention": ("attention_forward", "attention_backward", "attention_probs"),
     "softmax": ("softmax_forward", "softmax_backward"),
     "positional_encoding": ("positional_encoding",),
+    "int8_mm, int8_linear, quantize_per_row": ("int8_mm", "int8_linear", "quantize_per_row"),
 }
 
 
@@ -36,6 +37,7 @@ def collect() -> dict:
         "GPU": torch.cuda.get_device_name() if torch.cuda.is_available() else "none available",
         "CPU ISA variants compiled": info["cpu_isa_compiled"],
         "CPU ISA in use": info["cpu_isa"],
+        "int8 GEMM on CPU": info["int8_gemm_cpu_path"],
         "CPU threads (torch)": str(torch.get_num_threads()),
         "ops": {name: op_devices(ops) for name, ops in OPS.items()},
     }

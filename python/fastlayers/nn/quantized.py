@@ -105,7 +105,8 @@ class Int8Linear(torch.nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if self.input_smooth is not None:
             x2 = x2 / self.input_smooth.to(x2.dtype)
-        out = _Int8LinearFn.apply(x2, self.weight, self.weight_scale, self.bias)
+        # float() keeps the scales float32 after a module-wide .half() / .to(dtype).
+        out = _Int8LinearFn.apply(x2, self.weight, self.weight_scale.float(), self.bias)
         return out.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
