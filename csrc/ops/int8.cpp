@@ -18,8 +18,8 @@ at::Tensor int8_mm_cpu(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor int8_linear_cpu(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
                            const at::Tensor& b_scale, const std::optional<at::Tensor>& bias,
                            at::ScalarType out_dtype) {
-  return int8_linear_impl(a, a_scale, b, b_scale, bias, out_dtype, {at::kFloat, at::kBFloat16},
-                          "cpu",
+  return int8_linear_impl(a, a_scale, b, b_scale, bias, out_dtype,
+                          {at::kFloat, at::kHalf, at::kBFloat16}, "cpu",
                           [](const Int8GemmParams& p) { cpu::int8_gemm(p, torch_parallel_for()); });
 }
 

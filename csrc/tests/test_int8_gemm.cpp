@@ -68,7 +68,10 @@ void check_epilogue(DType out) {
   for (auto& x : bias) x = u(rng) * 100 - 2.5f;
   std::vector<float> of(size_t(M * N));
   std::vector<bf16> ob(size_t(M * N));
-  void* o = out == DType::kBFloat16 ? static_cast<void*>(ob.data()) : of.data();
+  std::vector<_Float16> oh(size_t(M * N));
+  void* o = out == DType::kBFloat16  ? static_cast<void*>(ob.data())
+            : out == DType::kFloat16 ? static_cast<void*>(oh.data())
+                                     : of.data();
   Int8GemmParams p{M, N, K, a.data(), K, b.data(), K, as.data(), bs.data(), bias.data(), out, o};
   cpu::int8_gemm(p, serial_for);
   for (int64_t m = 0; m < M; ++m)
@@ -76,8 +79,11 @@ void check_epilogue(DType out) {
       int64_t c = 0;
       for (int64_t k = 0; k < K; ++k) c += int64_t(a[m * K + k]) * b[n * K + k];
       const double ref = double(c) * as[m] * bs[n] + bias[n];
-      const double got = out == DType::kBFloat16 ? to_float(ob[m * N + n]) : of[m * N + n];
-      const double tol = (out == DType::kBFloat16 ? 4e-3 : 2e-7) * std::fabs(ref) + 1e-6;
+      const double got = out == DType::kBFloat16  ? to_float(ob[m * N + n])
+                         : out == DType::kFloat16 ? double(oh[m * N + n])
+                                                  : of[m * N + n];
+      const double rel = out == DType::kBFloat16 ? 4e-3 : out == DType::kFloat16 ? 5e-4 : 2e-7;
+      const double tol = rel * std::fabs(ref) + 1e-6;
       EXPECT(std::fabs(got - ref) <= tol, "epilogue [%lld, %lld]: %g vs %g", (long long)m,
              (long long)n, got, ref);
     }
@@ -120,6 +126,7 @@ int main() {
   check_gemm(3, 5, 0, 0, false);     // K = 0: zeros
   check_epilogue(DType::kFloat32);
   check_epilogue(DType::kBFloat16);
+  check_epilogue(DType::kFloat16);
   check_quantize();
   std::printf("%s (%d failures)\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;

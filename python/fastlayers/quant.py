@@ -37,8 +37,7 @@ def int8_linear(
 ) -> torch.Tensor:
     """``(a @ b.T) * a_scale[:, None] * b_scale[None, :] + bias`` in one kernel: a [M, K]
     and b [N, K] int8, a_scale [M] (per row/token) and b_scale [N] (per output channel)
-    float32, bias [N] float. Output [M, N] in out_dtype (float32 or bfloat16 on CPU; also
-    float16 on CUDA)."""
+    float32, bias [N] float. Output [M, N] in out_dtype: float32, float16 or bfloat16."""
     return _ops._int8_linear(a, a_scale, b, b_scale, bias, out_dtype)
 
 

@@ -74,6 +74,10 @@ inline void emit_row(const Int8GemmParams& p, int64_t m, int64_t n0, int cols, c
     if (p.out_dtype == DType::kBFloat16) {
       bf16* o = static_cast<bf16*>(p.out) + i;
       for (int x = 0; x < w; ++x) o[x] = to_bf16(f[x]);
+    } else if (p.out_dtype == DType::kFloat16) {
+      // IEEE binary16, rounded to nearest even by the compiler's _Float16 conversion.
+      _Float16* o = static_cast<_Float16*>(p.out) + i;
+      for (int x = 0; x < w; ++x) o[x] = static_cast<_Float16>(f[x]);
     } else {
       std::memcpy(static_cast<float*>(p.out) + i, f, sizeof(float) * size_t(w));
     }
@@ -221,23 +225,6 @@ constexpr int kVnniMR = 4, kVnniNR = 6;
 
 #define FL_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// One 64-byte step of K (bytes outside `mask` read as zero).
-FL_VNNI_TARGET inline void vnni_step(const int8_t* const (&ar)[kVnniMR],
-                                     const int8_t* const (&br)[kVnniNR], int64_t k, __mmask64 mask,
-                                     __m512i (&acc)[kVnniMR][kVnniNR]) {
-  const __m512i flip = _mm512_set1_epi8(char(0x80));
-  __m512i av[kVnniMR];
-#pragma GCC unroll 4
-  for (int r = 0; r < kVnniMR; ++r)
-    av[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, ar[r] + k), flip);
-#pragma GCC unroll 6
-  for (int n = 0; n < kVnniNR; ++n) {
-    const __m512i bv = _mm512_maskz_loadu_epi8(mask, br[n] + k);
-#pragma GCC unroll 4
-    for (int r = 0; r < kVnniMR; ++r) acc[r][n] = _mm512_dpbusd_epi32(acc[r][n], av[r], bv);
-  }
-}
-
 FL_VNNI_TARGET void vnni_tile(const Int8GemmParams& p, int64_t m0, int64_t n0, int rows, int cols,
                               const int32_t* bsum) {
   const int8_t* ar[kVnniMR];
@@ -251,14 +238,29 @@ FL_VNNI_TARGET void vnni_tile(const Int8GemmParams& p, int64_t m0, int64_t n0, i
   for (int r = 0; r < kVnniMR; ++r)
 #pragma GCC unroll 6
     for (int n = 0; n < kVnniNR; ++n) acc[r][n] = _mm512_setzero_si512();
-  int64_t k = 0;
-  for (; k + 64 <= p.K; k += 64) vnni_step(ar, br, k, ~__mmask64(0), acc);
-  if (k < p.K) vnni_step(ar, br, k, (__mmask64(1) << (p.K - k)) - 1, acc);
-  for (int r = 0; r < rows; ++r) {
-    int32_t c[kVnniNR];
-    for (int n = 0; n < cols; ++n) c[n] = _mm512_reduce_add_epi32(acc[r][n]);
-    emit_row(p, m0 + r, n0, cols, c, bsum);  // (a + 128) . b - 128 sum(b)
+  // One loop; the K tail is a masked step (bytes outside the mask read as zero).
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  for (int64_t k = 0; k < p.K; k += 64) {
+    const __mmask64 mask = p.K - k >= 64 ? ~__mmask64(0) : (__mmask64(1) << (p.K - k)) - 1;
+    __m512i av[kVnniMR];
+#pragma GCC unroll 4
+    for (int r = 0; r < kVnniMR; ++r)
+      av[r] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, ar[r] + k), flip);
+#pragma GCC unroll 6
+    for (int n = 0; n < kVnniNR; ++n) {
+      const __m512i bv = _mm512_maskz_loadu_epi8(mask, br[n] + k);
+#pragma GCC unroll 4
+      for (int r = 0; r < kVnniMR; ++r) acc[r][n] = _mm512_dpbusd_epi32(acc[r][n], av[r], bv);
+    }
   }
+  // Reduced with constant indices only: indexing acc by the run-time rows / cols would
+  // make GCC keep every accumulator in memory.
+  int32_t c[kVnniMR][kVnniNR];
+#pragma GCC unroll 4
+  for (int r = 0; r < kVnniMR; ++r)
+#pragma GCC unroll 6
+    for (int n = 0; n < kVnniNR; ++n) c[r][n] = _mm512_reduce_add_epi32(acc[r][n]);
+  for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], bsum);  // - 128 sum(b)
 }
 
 // sum_k b[n, k] for each row of b: vpdpbusd of ones (unsigned) with b.

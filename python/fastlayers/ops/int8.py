@@ -15,7 +15,7 @@ import torch
 # dtypes of the float input of quantize_per_row, and of int8_linear's output, per device.
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-CPU_OUT_DTYPES = (torch.float32, torch.bfloat16)
+CPU_OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CUDA_OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_K = 131072  # 127 * 128 * K < 2^31: int32 accumulation stays exact
 
