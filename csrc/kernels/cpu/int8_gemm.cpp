@@ -328,28 +328,41 @@ void gemm_vnni(const Int8GemmParams& p, const ParallelFor& pfor) {
     });
     return;
   }
+  // a is packed once, in parallel. b is packed inside the tasks: a task owns a stripe of
+  // four b panels (128 columns), packs them into its thread's workspace (where they stay in
+  // L2, with their row sums) and runs every row tile of a against them, so the packed b
+  // never makes a round trip through memory.
   const int64_t K4 = (p.K + 3) / 4;
   const int64_t mp = (p.M + kPackMR - 1) / kPackMR, np = (p.N + kPackNR - 1) / kPackNR;
   uint8_t* const ap = workspace<uint8_t>(0, size_t(mp * K4 * 4 * kPackMR));
-  int8_t* const bp = workspace<int8_t>(1, size_t(np * K4 * 4 * kPackNR));
   pfor(0, mp, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
       pack_words<kPackMR>(p.a + i * kPackMR * p.lda, p.lda,
                           int(std::min<int64_t>(kPackMR, p.M - i * kPackMR)), p.K, K4,
                           ap + i * K4 * 4 * kPackMR, 0x80808080u, 0x80808080u);
   });
-  pfor(0, np, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      pack_words<kPackNR>(p.b + i * kPackNR * p.ldb, p.ldb,
-                          int(std::min<int64_t>(kPackNR, p.N - i * kPackNR)), p.K, K4,
-                          reinterpret_cast<uint8_t*>(bp) + i * K4 * 4 * kPackNR, 0u, 0u,
-                          bsum.data() + i * kPackNR);
-  });
-  for_tiles<kPackMR, kPackNR>(p, pfor, [&](int64_t m0, int64_t n0, int rows, int cols) {
-    int32_t c[kPackMR][kPackNR];
-    vnni_packed_tile(ap + (m0 / kPackMR) * K4 * 4 * kPackMR, bp + (n0 / kPackNR) * K4 * 4 * kPackNR,
-                     K4, c);
-    for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], bsum.data());
+  constexpr int64_t kStripe = 4;  // b panels per task
+  const size_t panel = size_t(K4 * 4 * kPackNR);
+  pfor(0, (np + kStripe - 1) / kStripe, 1, [&](int64_t b, int64_t e) {
+    uint8_t* const bp = workspace<uint8_t>(1, kStripe * panel);
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i_end = std::min(np, (t + 1) * kStripe);
+      for (int64_t i = t * kStripe; i < i_end; ++i)
+        pack_words<kPackNR>(p.b + i * kPackNR * p.ldb, p.ldb,
+                            int(std::min<int64_t>(kPackNR, p.N - i * kPackNR)), p.K, K4,
+                            bp + (i - t * kStripe) * panel, 0u, 0u, bsum.data() + i * kPackNR);
+      for (int64_t m0 = 0; m0 < p.M; m0 += kPackMR) {
+        const int rows = int(std::min<int64_t>(kPackMR, p.M - m0));
+        for (int64_t i = t * kStripe; i < i_end; ++i) {
+          const int64_t n0 = i * kPackNR;
+          const int cols = int(std::min<int64_t>(kPackNR, p.N - n0));
+          int32_t c[kPackMR][kPackNR];
+          vnni_packed_tile(ap + (m0 / kPackMR) * K4 * 4 * kPackMR,
+                           reinterpret_cast<const int8_t*>(bp + (i - t * kStripe) * panel), K4, c);
+          for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], bsum.data());
+        }
+      }
+    }
   });
 }
 
