@@ -746,13 +746,6 @@ __global__ void __launch_bounds__(kProbsThreads)
 // ---------------------------------------------------------------------------------------
 // Launchers.
 
-// Blocks for `work` items of `threads`: enough to fill an H100/H200 several times over;
-// the kernels loop over the rest.
-inline unsigned blocks_for(int64_t work) {
-  constexpr int64_t kMax = 1 << 20;
-  return unsigned(work < 1 ? 1 : (work < kMax ? work : kMax));
-}
-
 template <typename K>
 void allow_smem(K* kernel, size_t bytes) {
   if (bytes > 48 * 1024)

@@ -214,26 +214,21 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(QuantizeRowsPar
   }
 }
 
-inline unsigned blocks(int64_t work) {
-  constexpr int64_t kMax = 1 << 20;
-  return unsigned(work < 1 ? 1 : (work < kMax ? work : kMax));
-}
-
 }  // namespace
 
 void int8_gemm(const Int8GemmParams& p, CUstream_st* stream) {
   if (p.M == 0 || p.N == 0) return;
   if (p.M <= kSmallM) {
-    FL_LAUNCH(int8_gemv, blocks((p.N + 7) / 8), kThreads, 0, stream)(p);
+    FL_LAUNCH(int8_gemv, blocks_for((p.N + 7) / 8), kThreads, 0, stream)(p);
     return;
   }
   cudaFuncSetAttribute(int8_gemm_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem));
   const int64_t tiles = (p.M + kBM - 1) / kBM * ((p.N + kBN - 1) / kBN);
-  FL_LAUNCH(int8_gemm_mma, blocks(tiles), kThreads, kSmem, stream)(p);
+  FL_LAUNCH(int8_gemm_mma, blocks_for(tiles), kThreads, kSmem, stream)(p);
 }
 
 void quantize_rows(const QuantizeRowsParams& p, CUstream_st* stream) {
-  const unsigned grid = blocks((p.rows + 7) / 8);
+  const unsigned grid = blocks_for((p.rows + 7) / 8);
   switch (p.dtype) {
     case DType::kFloat32:
       FL_LAUNCH(quantize_rows_kernel<float>, grid, kThreads, 0, stream)(p);

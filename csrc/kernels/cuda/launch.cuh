@@ -35,6 +35,10 @@ inline unsigned grid_for(int64_t work, int threads, int64_t max_blocks = 2147483
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
+// Grid for kernels that loop over `items` work items one block at a time (a tile, a row
+// group): a block per item, capped at 2^20 blocks, which fill an H100/H200 many times over.
+inline unsigned blocks_for(int64_t items) { return grid_for(items, 1, int64_t(1) << 20); }
+
 #if !defined(FL_EMU) && defined(__CUDACC__)
 template <typename K>
 struct CooperativeLaunch {
