@@ -4,15 +4,17 @@
 // - AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes and sums groups of four into
 //   int32 lanes. a is fed as a + 128 (its sign bit flipped: an unsigned byte), and
 //   128 * sum_k b[n, k] is subtracted at the end; int32 arithmetic wraps, so the result is
-//   exact whenever the true sum fits in int32. Micro-tile 8 rows x 32 columns: 16 zmm
-//   accumulators, per group of four k two loads of b and eight broadcasts of a.
+//   exact whenever the true sum fits in int32. From M = 64 on, a and b are packed into
+//   panels of 16 rows (a 16 x 16 word transpose per 64 bytes of K) and a 16 x 16 tile
+//   keeps one zmm accumulator per column of c: per group of four k one load of a and 16
+//   vpdpbusd with b's word broadcast from memory. Below M = 64, dot products straight from
+//   the unpacked rows (4 x 6 accumulators).
 // - AVX2: bytes widened to int16, vpmaddwd multiplies pairs and sums them into int32 lanes
 //   (exact: |a b| <= 2^14). Micro-tile 4 rows x 16 columns.
 // - Portable: int32 dot products of a row of a and a row of b.
-// a and b are first packed (in parallel) into panels in the order the micro-kernel reads
-// them: b in panels of NR columns, k grouped by 4 (VNNI) or 2 (AVX2) per column, zero-padded
-// in N and K; a likewise in panels of MR rows. Then tasks of 64 rows x 128 columns run the
-// micro-kernel over K and apply the epilogue (int32 out, or scales, bias and the cast).
+// The packed paths put a and b in panels in the order the micro-kernel reads them (k
+// grouped by 4 for VNNI, 2 for AVX2, zero-padded in M, N and K); tasks own stripes of b
+// columns and apply the epilogue (int32 out, or scales, bias and the cast).
 
 #include "fastlayers/int8_gemm.h"
 
@@ -138,11 +140,12 @@ struct AlignedBuffer {
 };
 
 // Grow-only packing workspace per calling thread: a fresh 16 MB buffer per call would spend
-// milliseconds faulting its pages in. Slot 0 holds a's panels, slot 1 b's.
+// milliseconds faulting its pages in. Slot 0 holds a's panels, slot 1 b's, slot 2 a task's
+// int32 accumulators.
 template <typename T>
 T* workspace(int slot, size_t n) {
-  thread_local std::unique_ptr<AlignedBuffer<uint8_t>> buf[2];
-  thread_local size_t cap[2] = {0, 0};
+  thread_local std::unique_ptr<AlignedBuffer<uint8_t>> buf[3];
+  thread_local size_t cap[3] = {0, 0, 0};
   const size_t bytes = n * sizeof(T);
   if (bytes > cap[slot]) {
     buf[slot].reset();
@@ -280,37 +283,102 @@ FL_VNNI_TARGET void row_sums(const Int8GemmParams& p, int64_t n_begin, int64_t n
   }
 }
 
-// Packed: b in panels of 32 columns, k grouped by four per column ([K4][32][4] bytes), a in
-// panels of 8 rows ([K4][8][4], sign bit flipped). A tile of 8 x 32 keeps 16 zmm
-// accumulators; per group of four k it loads two vectors of b and broadcasts eight words
-// of a, so each loaded byte feeds 8 (b) or 32 (a) products. Packing costs a pass over b,
-// repaid when many rows of a share it.
-constexpr int kPackMR = 8, kPackNR = 32;
+// Transposes 16 x 16 words in place: r[w] becomes word w of the 16 input vectors (vector i
+// lane w -> vector w lane i). Four stages of unpacks and 128-bit lane shuffles.
+FL_VNNI_TARGET inline void transpose16(__m512i (&r)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    r[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    t[j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88);
+    t[4 + j] = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xdd);
+    t[8 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    t[12 + j] = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xdd);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
+    r[12 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0xdd);
+  }
+}
 
-FL_VNNI_TARGET void vnni_packed_tile(const uint8_t* ap, const int8_t* bp, int64_t K4,
-                                     int32_t (&c)[kPackMR][kPackNR]) {
-  __m512i acc[kPackMR][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < kPackMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
-    const __m512i b0 = _mm512_load_si512(bp + k4 * 128);
-    const __m512i b1 = _mm512_load_si512(bp + k4 * 128 + 64);
-    const uint8_t* a = ap + k4 * 4 * kPackMR;
-    // Unrolled, so the accumulators live in registers (a loop over r indexes them in memory).
-#pragma GCC unroll 8
-    for (int r = 0; r < kPackMR; ++r) {
-      int32_t w;
-      std::memcpy(&w, a + 4 * r, 4);
-      const __m512i av = _mm512_set1_epi32(w);
-      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
-      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+// Packed: a and b in panels of 16 rows, k grouped by four per row ([K4][16][4] bytes: one
+// zmm per group of four k), a's sign bit flipped. A tile of 16 rows of a x 16 rows of b
+// keeps 16 zmm accumulators, one per column of c (its 16 rows in the lanes); per group of
+// four k it loads one vector of a and issues 16 vpdpbusd whose b operand is a word
+// broadcast straight from memory (an embedded {1to16} broadcast: a load, not a shuffle).
+// The tile is transposed once at the end (transpose16) into rows of c.
+constexpr int kPanel = 16;
+
+// A panel of 16 rows of src into [K4][16][4] words XOR `flip`; with `sums`, each row's byte
+// sum. Each 64-byte chunk of the 16 rows is one transpose16 (its 16 words are the next 16
+// groups); K past the last whole chunk, and panels of fewer rows, take pack_words' scalar
+// rules.
+FL_VNNI_TARGET void pack_panel16(const int8_t* src, int64_t ld, int rows, int64_t K, int64_t K4,
+                                 uint8_t* dst, uint32_t flip, uint32_t pad, int32_t* sums) {
+  if (rows < kPanel) return pack_words<kPanel>(src, ld, rows, K, K4, dst, flip, pad, sums);
+  const int64_t chunks = K / 64;
+  const __m512i ones = _mm512_set1_epi8(1), x = _mm512_set1_epi32(int32_t(flip));
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m512i r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * ld + 64 * c);
+    transpose16(r);
+#pragma GCC unroll 16
+    for (int w = 0; w < 16; ++w) {
+      if (sums) sum = _mm512_dpbusd_epi32(sum, ones, r[w]);
+      _mm512_store_si512(dst + (16 * c + w) * 64, _mm512_xor_si512(r[w], x));
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < kPackMR; ++r) {
-    _mm512_storeu_si512(c[r], acc[r][0]);
-    _mm512_storeu_si512(c[r] + 16, acc[r][1]);
+  if (sums) _mm512_storeu_si512(sums, sum);
+  if (16 * chunks == K4) return;
+  const int64_t k0 = 64 * chunks, k4t = K4 - 16 * chunks;  // the tail: < 64 columns
+  alignas(64) uint8_t tail[16 * 64];
+  int32_t tsum[kPanel];
+  pack_words<kPanel>(src + k0, ld, kPanel, K - k0, k4t, tail, flip, pad, sums ? tsum : nullptr);
+  std::memcpy(dst + 16 * chunks * 64, tail, size_t(k4t * 64));
+  if (sums)
+    for (int r = 0; r < kPanel; ++r) sums[r] += tsum[r];
+}
+
+// c (16 vectors, column n in c[n]) += a panel x b panel over K4 groups, or = when not
+// `accumulate`; with `last`, c is left transposed: c[m] holds row m.
+FL_VNNI_TARGET void vnni_packed_tile(const uint8_t* ap, const int8_t* bp, int64_t K4, int32_t* c,
+                                     bool accumulate, bool last) {
+  __m512i acc[kPanel];
+#pragma GCC unroll 16
+  for (int n = 0; n < kPanel; ++n)
+    acc[n] = accumulate ? _mm512_load_si512(c + 16 * n) : _mm512_setzero_si512();
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    const __m512i av = _mm512_load_si512(ap + k4 * 64);
+    const int8_t* bw = bp + k4 * 64;
+    // Unrolled, so the accumulators live in registers (a loop over n indexes them in memory).
+#pragma GCC unroll 16
+    for (int n = 0; n < kPanel; ++n) {
+      // The compiler keeps _mm512_set1_epi32 as a separate vpbroadcastd (a shuffle-port
+      // uop per product); the embedded broadcast is written out.
+      asm("vpdpbusd %2%{1to16%}, %1, %0"
+          : "+v"(acc[n])
+          : "v"(av), "m"(*reinterpret_cast<const int32_t*>(bw + 4 * n)));
+    }
   }
+  if (last) transpose16(acc);
+#pragma GCC unroll 16
+  for (int n = 0; n < kPanel; ++n) _mm512_store_si512(c + 16 * n, acc[n]);
 }
 
 #undef FL_VNNI_TARGET
@@ -329,37 +397,53 @@ void gemm_vnni(const Int8GemmParams& p, const ParallelFor& pfor) {
     return;
   }
   // a is packed once, in parallel. b is packed inside the tasks: a task owns a stripe of
-  // four b panels (128 columns), packs them into its thread's workspace (where they stay in
-  // L2, with their row sums) and runs every row tile of a against them, so the packed b
-  // never makes a round trip through memory.
+  // eight b panels (128 columns), packs them into its thread's workspace (where they stay
+  // in L2, with their row sums) and runs every row panel of a against them, so the packed
+  // b never makes a round trip through memory.
   const int64_t K4 = (p.K + 3) / 4;
-  const int64_t mp = (p.M + kPackMR - 1) / kPackMR, np = (p.N + kPackNR - 1) / kPackNR;
-  uint8_t* const ap = workspace<uint8_t>(0, size_t(mp * K4 * 4 * kPackMR));
+  const int64_t mp = (p.M + kPanel - 1) / kPanel, np = (p.N + kPanel - 1) / kPanel;
+  const size_t panel = size_t(K4 * 4 * kPanel);
+  uint8_t* const ap = workspace<uint8_t>(0, size_t(mp) * panel);
   pfor(0, mp, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i)
-      pack_words<kPackMR>(p.a + i * kPackMR * p.lda, p.lda,
-                          int(std::min<int64_t>(kPackMR, p.M - i * kPackMR)), p.K, K4,
-                          ap + i * K4 * 4 * kPackMR, 0x80808080u, 0x80808080u);
+      pack_panel16(p.a + i * kPanel * p.lda, p.lda,
+                   int(std::min<int64_t>(kPanel, p.M - i * kPanel)), p.K, K4,
+                   ap + size_t(i) * panel, 0x80808080u, 0x80808080u, nullptr);
   });
-  constexpr int64_t kStripe = 4;  // b panels per task
-  const size_t panel = size_t(K4 * 4 * kPackNR);
+  // Blocked over M and K: the accumulators of kBlockM rows x the stripe live in the
+  // workspace (in L2), and each 512-k block of a b panel (8 KB) stays in L1 while every row
+  // panel of the M block passes over it.
+  constexpr int64_t kStripe = 8, kBlockM = 256, kBlockK4 = 128;
   pfor(0, (np + kStripe - 1) / kStripe, 1, [&](int64_t b, int64_t e) {
     uint8_t* const bp = workspace<uint8_t>(1, kStripe * panel);
+    int32_t* const acc = workspace<int32_t>(2, size_t(kStripe * kBlockM * kPanel));
     for (int64_t t = b; t < e; ++t) {
-      const int64_t i_end = std::min(np, (t + 1) * kStripe);
-      for (int64_t i = t * kStripe; i < i_end; ++i)
-        pack_words<kPackNR>(p.b + i * kPackNR * p.ldb, p.ldb,
-                            int(std::min<int64_t>(kPackNR, p.N - i * kPackNR)), p.K, K4,
-                            bp + (i - t * kStripe) * panel, 0u, 0u, bsum.data() + i * kPackNR);
-      for (int64_t m0 = 0; m0 < p.M; m0 += kPackMR) {
-        const int rows = int(std::min<int64_t>(kPackMR, p.M - m0));
-        for (int64_t i = t * kStripe; i < i_end; ++i) {
-          const int64_t n0 = i * kPackNR;
-          const int cols = int(std::min<int64_t>(kPackNR, p.N - n0));
-          int32_t c[kPackMR][kPackNR];
-          vnni_packed_tile(ap + (m0 / kPackMR) * K4 * 4 * kPackMR,
-                           reinterpret_cast<const int8_t*>(bp + (i - t * kStripe) * panel), K4, c);
-          for (int r = 0; r < rows; ++r) emit_row(p, m0 + r, n0, cols, c[r], bsum.data());
+      const int64_t i0 = t * kStripe, i_end = std::min(np, i0 + kStripe);
+      for (int64_t i = i0; i < i_end; ++i)
+        pack_panel16(p.b + i * kPanel * p.ldb, p.ldb,
+                     int(std::min<int64_t>(kPanel, p.N - i * kPanel)), p.K, K4,
+                     bp + size_t(i - i0) * panel, 0u, 0u, bsum.data() + i * kPanel);
+      for (int64_t mb = 0; mb < p.M; mb += kBlockM) {
+        const int64_t mt = (std::min(kBlockM, p.M - mb) + kPanel - 1) / kPanel;
+        for (int64_t kb = 0; kb < K4; kb += kBlockK4) {
+          const int64_t kn = std::min(kBlockK4, K4 - kb);
+          for (int64_t i = i0; i < i_end; ++i)
+            for (int64_t j = 0; j < mt; ++j)
+              vnni_packed_tile(
+                  ap + size_t(mb / kPanel + j) * panel + kb * 64,
+                  reinterpret_cast<const int8_t*>(bp + size_t(i - i0) * panel) + kb * 64, kn,
+                  acc + ((i - i0) * mt + j) * kPanel * kPanel, kb > 0, kb + kn == K4);
+        }
+        for (int64_t i = i0; i < i_end; ++i) {
+          const int64_t n0 = i * kPanel;
+          const int cols = int(std::min<int64_t>(kPanel, p.N - n0));
+          for (int64_t j = 0; j < mt; ++j) {
+            const int32_t* c = acc + ((i - i0) * mt + j) * kPanel * kPanel;
+            const int64_t m0 = mb + j * kPanel;
+            const int rows = int(std::min<int64_t>(kPanel, p.M - m0));
+            for (int r = 0; r < rows; ++r)
+              emit_row(p, m0 + r, n0, cols, c + r * kPanel, bsum.data());
+          }
         }
       }
     }
