@@ -110,6 +110,16 @@ def measure_copy_bandwidth(device, nbytes: int | None = None) -> dict[str, float
     return {"copy": moved / copy_s, "clone": moved / clone_s, "tensor_bytes": src.numel() * src.element_size()}
 
 
+def measure_matmul_rate(device, dtype, n: int | None = None) -> float:
+    """FLOP/s of a large square matrix multiply in `dtype` on `device` (n = 2048 on CPU,
+    8192 on CUDA): the compute ceiling of GEMM-shaped ops, measured rather than taken from a
+    datasheet."""
+    n = n or (8192 if torch.device(device).type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2.0 * n**3 / time_fn(lambda: a @ b, device)
+
+
 def bandwidth_roofline(bandwidth: dict[str, float]) -> dict[str, float]:
     """The "copy" and "clone" ceilings of measure_copy_bandwidth in GB/s, as Result.roofline."""
     return {name: bandwidth[name] / UNIT_SCALE["GB/s"] for name in ("copy", "clone")}

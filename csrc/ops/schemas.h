@@ -20,6 +20,18 @@ inline void define_schemas(torch::Library& m) {
   m.def(
       "max_pool2d_backward(Tensor grad_output, Tensor self, Tensor indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // 2-D convolution (fastlayers/conv2d.h), as aten's conv2d. padding: one value, two
+  // (height, width) or four (top, bottom, left, right: asymmetric, e.g. TensorFlow's 'same'
+  // with stride > 1). The output is channels_last when the input or the weight is.
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
+      "int[2] dilation, int groups) -> Tensor");
+  // (grad_input, grad_weight, grad_bias); an output whose output_mask entry is false is an
+  // empty tensor.
+  m.def(
+      "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
+      "int[] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, "
+      "Tensor)");
   // Scaled dot-product attention on [B, H, L, E] tensors (fastlayers/attention.h): returns
   // the output and the log-sum-exp of each query row's scores. attn_mask: bool (true =
   // attend) or additive, broadcastable to [B, Hq, Lq, Lk]. seed_offset: int64 [2], the

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-BENCHES = ["maxpool", "attention", "int8"]
+BENCHES = ["conv", "maxpool", "attention", "int8"]
 
 
 def _bench_root():

@@ -13,6 +13,7 @@ import fastlayers.functional as FF
 import fastlayers.quant as Q
 from fastlayers.nn.quantized import Int8Linear
 from fastlayers.ops import attention as at
+from fastlayers.ops import conv2d as cv
 from fastlayers.ops import max_pool2d as mp
 from fastlayers.ops import softmax as sm
 from fastlayers.ops._common import cuda_built
@@ -51,6 +52,47 @@ def _max_pool2d_cases(device):
             for shape, kwargs in configs:
                 label = f"{str(dtype).split('.')[-1]} {layout} {'x'.join(map(str, shape))} {kwargs}"
                 yield label, lambda d=dtype, lay=layout, k=kwargs, s=shape: _check_max_pool2d(device, d, lay, k, s)
+
+
+def _check_conv2d(device, dtype, layout, shape, kwargs):
+    g = torch.Generator().manual_seed(0)
+    n, c, h, w, k, r = shape
+    groups = kwargs.get("groups", 1)
+    x = torch.randn(n, c, h, w, generator=g).to(device, dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    wt = (torch.randn(k, c // groups, r, r, generator=g) / (c // groups * r * r) ** 0.5).to(device, dtype)
+    wt.requires_grad_()
+    b = torch.randn(k, generator=g).to(device, dtype).requires_grad_()
+    out = FF.conv2d(x, wt, b, **kwargs)
+    xr, wr, br = (t.detach().double().requires_grad_() for t in (x, wt, b))
+    ref = F.conv2d(xr, wr, br, **kwargs)
+    tol = 3e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if not torch.allclose(out.double(), ref, rtol=tol, atol=tol):
+        return "forward differs"
+    grad = torch.randn(out.shape, generator=g).to(device, dtype)
+    grads = torch.autograd.grad(out, (x, wt, b), grad)
+    refs = torch.autograd.grad(ref, (xr, wr, br), grad.double())
+    for a, r_ in zip(grads, refs, strict=True):
+        scale = max(1.0, r_.abs().max().item())
+        if not torch.allclose(a.double(), r_, rtol=tol, atol=tol * scale):
+            return "backward differs"
+    return None
+
+
+def _conv2d_cases(device):
+    dtypes = cv.CPU_DTYPES if device == "cpu" else cv.CUDA_DTYPES
+    configs = [
+        ((2, 3, 17, 19, 8, 3), dict(stride=2, padding=1)),
+        ((2, 16, 9, 9, 16, 3), dict(padding=1, groups=16)),
+        ((2, 12, 8, 8, 24, 1), dict(groups=2)),
+    ]
+    for dtype in dtypes:
+        for layout in ("contiguous", "channels_last"):
+            for shape, kwargs in configs:
+                label = f"{str(dtype).split('.')[-1]} {layout} NCHWKR={shape} {kwargs}"
+                yield label, lambda d=dtype, lay=layout, s=shape, k=kwargs: _check_conv2d(device, d, lay, s, k)
 
 
 def _check_attention(device, dtype, shapes, kwargs):
@@ -129,6 +171,7 @@ def _int8_cases(device):
 
 
 CHECKS = {
+    "conv2d": _conv2d_cases,
     "max_pool2d": _max_pool2d_cases,
     "int8_mm / Int8Linear": _int8_cases,
     "scaled_dot_product_attention": _attention_cases,

@@ -8,6 +8,7 @@ import fastlayers
 
 # The ops of the fastlayers library, as (user-facing name, dispatcher op names).
 OPS = {
+    "conv2d": ("conv2d", "conv2d_backward"),
     "max_pool2d": ("max_pool2d_forward", "max_pool2d", "max_pool2d_backward"),
     "scaled_dot_product_attention": ("attention_forward", "attention_backward", "attention_probs"),
     "softmax": ("softmax_forward", "softmax_backward"),

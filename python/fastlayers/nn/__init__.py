@@ -2,11 +2,13 @@
 
 from fastlayers.nn.activation import Softmax
 from fastlayers.nn.attention import MultiheadAttention
+from fastlayers.nn.conv import Conv2d
 from fastlayers.nn.pool import MaxPool2d
 from fastlayers.nn.positional import LearnedPositionalEncoding, PositionalEncoding
 from fastlayers.nn.quantized import Int8Linear
 
 __all__ = [
+    "Conv2d",
     "Int8Linear",
     "LearnedPositionalEncoding",
     "MaxPool2d",

@@ -1,0 +1,12 @@
+// conv2d CPU kernels compiled for AVX2 + FMA (see isa.h).
+#include "fastlayers/conv2d.h"
+#include "kernels/cpu/isa.h"
+
+#if FL_CPU_X86_VARIANTS
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FL_ISA_NS avx2
+#include "kernels/cpu/conv2d_impl.h"
+#undef FL_ISA_NS
+#pragma GCC pop_options
+#endif

@@ -1,0 +1,1020 @@
+// Conv2d on the CPU (fastlayers/conv2d.h): forward, data gradient, weight gradient.
+//
+// General convolutions are GEMMs over an im2col buffer, in chunks that bound the buffer:
+// - NCHW: the columns of a chunk are output pixels (several images when an image is small,
+//   or a block of output rows of one image when it is large); per group
+//     y_g[K', cols] = w_g[K', C' R S] col[C' R S, cols]
+//     col[C' R S, cols] = w_g^T gy_g                     (then col2im adds it into gx)
+//     gw_g[K', C' R S] += gy_g[K', cols] col^T
+// - NHWC: the rows of a chunk are output pixels, the weight is reordered to [K, R, S, C']:
+//     y[rows, K'] = col[rows, R S C'] w'_g^T,  col = gy_g w'_g,  gw'_g += gy_g^T col
+// A 1x1, stride-1, unpadded convolution reads x in place (no im2col). The matrix products
+// go through the `gemm` the glue supplies (ATen's in the extension). Sums run in float32
+// (float64 for float64); bfloat16 is converted to float32 in the buffers.
+//
+// Depthwise convolutions (groups = C, any channel multiplier K / C) run a direct kernel:
+// NCHW along output rows (16 outputs of a row per vector), NHWC along channels (16
+// channels per vector). Gradients are gathers or per-plane scatters, so every output
+// element has one writer and the results do not depend on the thread count.
+//
+// Included once per instruction set by conv2d*.cpp with FL_ISA_NS naming the namespace (see
+// max_pool2d_impl.h): the fixed-width inner loops become AVX2 or AVX-512 code.
+
+#ifndef FL_ISA_NS
+#error "define FL_ISA_NS before including conv2d_impl.h"
+#endif
+
+// The kVec-lane vectors passed between the helpers below never cross a translation unit
+// (all are internal), so GCC's note that their ABI differs without AVX-512 is moot.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+namespace fl {
+namespace cpu {
+namespace FL_ISA_NS {
+namespace {
+
+template <typename T>
+using A = acc_t<T>;
+
+template <typename T>
+constexpr DType gemm_dtype() {
+  return std::is_same_v<A<T>, double> ? DType::kFloat64 : DType::kFloat32;
+}
+
+// Bytes an im2col buffer of the backward may take (its chunks run one after another, each
+// parallel inside); chunks are sized to stay under it.
+constexpr int64_t kColBudget = int64_t(8) << 20;
+// The forward runs tasks in parallel, each with an im2col buffer of at most this many
+// bytes, and makes at least kMinTasks tasks where the output allows.
+constexpr int64_t kTaskColBytes = int64_t(1) << 20;
+constexpr int64_t kMinTasks = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// [lo, hi): the outputs o in [0, out) whose tap o * stride + offset lies in [0, in).
+struct Range {
+  int64_t lo, hi;
+};
+Range valid(int64_t out, int64_t stride, int64_t offset, int64_t in) {
+  const int64_t lo = std::max<int64_t>(0, ceil_div(-offset, stride));
+  const int64_t hi = std::min<int64_t>(out, floor_div(in - 1 - offset, stride) + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// Loads n elements of T into A (a copy, or a widening for bfloat16).
+template <typename T>
+inline void load_n(const T* src, A<T>* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, A<T>>)
+    std::memcpy(dst, src, sizeof(T) * size_t(n));
+  else
+    for (int64_t i = 0; i < n; ++i) dst[i] = load(src + i);
+}
+
+template <typename T>
+std::vector<A<T>> to_acc(const T* src, int64_t n) {
+  std::vector<A<T>> v(size_t(std::max<int64_t>(n, 0)));
+  load_n(src, v.data(), n);
+  return v;
+}
+
+template <typename T>
+void gemm_call(const Gemm& gemm, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const A<T>* a,
+               int64_t lda, const A<T>* b, int64_t ldb, A<T>* c, int64_t ldc, bool accumulate) {
+  gemm(GemmCall{ta, tb, M, N, K, a, lda, b, ldb, c, ldc, accumulate, gemm_dtype<T>()});
+}
+
+struct Geo {
+  int64_t Cg, Kg, HW, PQ, RS, CRS;  // C', K', H W, P Q, R S, C' R S
+  explicit Geo(const Conv2dShape& s)
+      : Cg(s.C / s.groups),
+        Kg(s.K / s.groups),
+        HW(s.H * s.W),
+        PQ(s.P * s.Q),
+        RS(s.R * s.S),
+        CRS(s.C / s.groups * s.R * s.S) {}
+};
+
+bool pointwise(const Conv2dShape& s) {
+  return s.R == 1 && s.S == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.P == s.H &&
+         s.Q == s.W;
+}
+
+// ---------------------------------------------------------------------------------------
+// NCHW, general.
+
+// A chunk of NCHW columns: images n0 .. n0 + nb, output rows p0 .. p1 of each (nb = 1 when
+// the rows are a block of one image).
+struct Chunk {
+  int64_t n0, nb, p0, p1;
+  int64_t cols(const Conv2dShape& s) const { return nb * (p1 - p0) * s.Q; }
+};
+
+// Chunks covering N x P whose im2col buffer stays within the budget.
+std::vector<Chunk> nchw_chunks(const Conv2dShape& s, const Geo& g, size_t elem) {
+  std::vector<Chunk> out;
+  const int64_t col_bytes = std::max<int64_t>(1, g.CRS) * int64_t(elem);  // per column
+  const int64_t max_cols = std::max<int64_t>(s.Q, kColBudget / col_bytes);
+  if (g.PQ <= max_cols) {
+    // Whole images, enough of them for a wide GEMM (>= 1024 columns) within the budget.
+    const int64_t nb = std::clamp<int64_t>(std::min((1024 + g.PQ - 1) / g.PQ, max_cols / g.PQ), 1,
+                                           std::max<int64_t>(s.N, 1));
+    for (int64_t n = 0; n < s.N; n += nb) out.push_back({n, std::min(nb, s.N - n), 0, s.P});
+  } else {
+    const int64_t pb = std::max<int64_t>(1, max_cols / s.Q);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t p = 0; p < s.P; p += pb) out.push_back({n, 1, p, std::min(s.P, p + pb)});
+  }
+  return out;
+}
+
+// col[(c R + r) S + s][(b, p, q)] = x[n0 + b, g C' + c, p sh - pt + r dh, q sw - pl + s dw].
+template <typename T>
+void im2col_nchw(const Conv2dShape& s, const Geo& g, const T* x, int64_t grp, const Chunk& ch,
+                 A<T>* col, const ParallelFor& pfor) {
+  const int64_t ld = ch.cols(s), rows_per_img = (ch.p1 - ch.p0) * s.Q;
+  pfor(0, g.CRS, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t row = b0; row < b1; ++row) {
+      const int64_t c = row / g.RS, r = row / s.S % s.R, ss = row % s.S;
+      const int64_t off = ss * s.dw - s.pl;
+      const Range qr = valid(s.Q, s.sw, off, s.W);
+      for (int64_t b = 0; b < ch.nb; ++b) {
+        const T* xp = x + ((ch.n0 + b) * s.C + grp * g.Cg + c) * g.HW;
+        A<T>* dst = col + row * ld + b * rows_per_img;
+        for (int64_t p = ch.p0; p < ch.p1; ++p, dst += s.Q) {
+          const int64_t h = p * s.sh - s.pt + r * s.dh;
+          if (h < 0 || h >= s.H || qr.lo >= qr.hi) {
+            std::fill(dst, dst + s.Q, A<T>(0));
+            continue;
+          }
+          const T* xr = xp + h * s.W + off;
+          std::fill(dst, dst + qr.lo, A<T>(0));
+          if (s.sw == 1)
+            load_n(xr + qr.lo, dst + qr.lo, qr.hi - qr.lo);
+          else
+            for (int64_t q = qr.lo; q < qr.hi; ++q) dst[q] = load(xr + q * s.sw);
+          std::fill(dst + qr.hi, dst + s.Q, A<T>(0));
+        }
+      }
+    }
+  });
+}
+
+// gx[n0 + b, c] (an A buffer of whole images [nb, C, H, W]) += the columns of col.
+template <typename T>
+void col2im_nchw(const Conv2dShape& s, const Geo& g, const A<T>* col, int64_t grp, const Chunk& ch,
+                 A<T>* gx, const ParallelFor& pfor) {
+  const int64_t ld = ch.cols(s), rows_per_img = (ch.p1 - ch.p0) * s.Q;
+  pfor(0, g.Cg, 1, [&](int64_t c0, int64_t c1) {  // a channel's planes have one writer
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t r = 0; r < s.R; ++r)
+        for (int64_t ss = 0; ss < s.S; ++ss) {
+          const int64_t row = (c * s.R + r) * s.S + ss, off = ss * s.dw - s.pl;
+          const Range qr = valid(s.Q, s.sw, off, s.W);
+          for (int64_t b = 0; b < ch.nb; ++b) {
+            A<T>* gp = gx + (b * s.C + grp * g.Cg + c) * g.HW;
+            const A<T>* src = col + row * ld + b * rows_per_img;
+            for (int64_t p = ch.p0; p < ch.p1; ++p, src += s.Q) {
+              const int64_t h = p * s.sh - s.pt + r * s.dh;
+              if (h < 0 || h >= s.H) continue;
+              A<T>* gr = gp + h * s.W + off;
+              for (int64_t q = qr.lo; q < qr.hi; ++q) gr[q * s.sw] += src[q];
+            }
+          }
+        }
+  });
+}
+
+// gy of a chunk as [K, cols] in A.
+template <typename T>
+void gather_gy_nchw(const Conv2dShape& s, const Geo& g, const T* gy, const Chunk& ch, A<T>* dst,
+                    const ParallelFor& pfor) {
+  const int64_t ld = ch.cols(s), len = (ch.p1 - ch.p0) * s.Q;
+  pfor(0, s.K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t b = 0; b < ch.nb; ++b)
+        load_n(gy + ((ch.n0 + b) * s.K + k) * g.PQ + ch.p0 * s.Q, dst + k * ld + b * len, len);
+  });
+}
+
+template <typename T>
+void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.CRS);
+  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  // Tasks, each with its own im2col buffer (within the task budget, so it stays in the
+  // core's cache while the GEMM reads it): blocks of pb output rows of one image, enough
+  // of them for the threads; or, for small images (a GEMM a few dozen columns wide runs
+  // slowly), groups of nb whole images, at least four groups.
+  std::vector<Chunk> tasks;
+  const int64_t nb = g.PQ >= 128 ? 1
+                                 : std::clamp<int64_t>(std::min((512 + g.PQ - 1) / g.PQ, s.N / 4),
+                                                       1, std::max<int64_t>(s.N, 1));
+  if (nb > 1) {
+    for (int64_t n = 0; n < s.N; n += nb) tasks.push_back({n, std::min(nb, s.N - n), 0, s.P});
+  } else {
+    const int64_t pb = std::clamp<int64_t>(
+        std::min<int64_t>(
+            kTaskColBytes / (std::max<int64_t>(1, g.CRS) * int64_t(sizeof(A<T>)) * s.Q),
+            (s.N * s.P + kMinTasks - 1) / kMinTasks),
+        1, s.P);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t p0 = 0; p0 < s.P; p0 += pb) tasks.push_back({n, 1, p0, std::min(s.P, p0 + pb)});
+  }
+  pfor(0, int64_t(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A<T>> col, out;
+    for (int64_t t = t0; t < t1; ++t) {
+      const Chunk& ch = tasks[size_t(t)];
+      const int64_t n = ch.n0, cols = ch.cols(s), off = ch.p0 * s.Q, len = cols / ch.nb;
+      // One image of type A: x is read in place (1x1) and y written in place.
+      const bool single = ch.nb == 1 && std::is_same_v<T, A<T>>;
+      for (int64_t grp = 0; grp < s.groups; ++grp) {
+        const A<T>* b;
+        int64_t ldb;
+        if (single && pointwise(s)) {  // 1x1: the columns are x itself
+          b = reinterpret_cast<const A<T>*>(x + (n * s.C + grp * g.Cg) * g.HW + off);
+          ldb = g.HW;
+        } else {
+          col.resize(size_t(g.CRS * cols));
+          im2col_nchw(s, g, x, grp, ch, col.data(), serial_for);
+          b = col.data();
+          ldb = cols;
+        }
+        A<T>* c;
+        int64_t ldc;
+        if (single) {
+          c = reinterpret_cast<A<T>*>(y + (n * s.K + grp * g.Kg) * g.PQ + off);
+          ldc = g.PQ;
+        } else {
+          out.resize(size_t(g.Kg * cols));
+          c = out.data();
+          ldc = cols;
+        }
+        gemm_call<T>(gemm, false, false, g.Kg, cols, g.CRS, w.data() + grp * g.Kg * g.CRS, g.CRS, b,
+                     ldb, c, ldc, false);
+        for (int64_t k = 0; k < g.Kg; ++k) {  // bias and cast (in place when single)
+          const int64_t kk = grp * g.Kg + k;
+          const A<T> bv = p.bias ? bias[size_t(kk)] : A<T>(0);
+          for (int64_t bi = 0; bi < ch.nb; ++bi) {
+            const A<T>* src = c + k * ldc + bi * len;
+            T* dst = y + ((n + bi) * s.K + kk) * g.PQ + off;
+            for (int64_t i = 0; i < len; ++i) store(dst + i, src[i] + bv);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_nchw(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const T* x = static_cast<const T*>(p.x);
+  const T* gy = static_cast<const T*>(p.gy);
+  const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.CRS);
+  std::vector<A<T>> gw(p.gw ? size_t(s.K * g.CRS) : 0, A<T>(0));
+  std::vector<A<T>> col, gyc, gxa;
+  bool first = true;
+  int64_t n_done = 0;  // images of gxa already stored
+  for (const Chunk& ch : nchw_chunks(s, g, sizeof(A<T>))) {
+    const int64_t cols = ch.cols(s);
+    gyc.resize(size_t(s.K * cols));
+    gather_gy_nchw(s, g, gy, ch, gyc.data(), pfor);
+    col.resize(size_t(g.CRS * cols));
+    if (p.gx && ch.p0 == 0) {  // a new image (or images): a fresh float accumulator
+      gxa.assign(size_t(ch.nb * s.C * g.HW), A<T>(0));
+      n_done = ch.n0;
+    }
+    for (int64_t grp = 0; grp < s.groups; ++grp) {
+      const A<T>* gy_g = gyc.data() + grp * g.Kg * cols;
+      if (p.gw) {
+        im2col_nchw(s, g, x, grp, ch, col.data(), pfor);
+        gemm_call<T>(gemm, false, true, g.Kg, g.CRS, cols, gy_g, cols, col.data(), cols,
+                     gw.data() + grp * g.Kg * g.CRS, g.CRS, !first);
+      }
+      if (p.gx) {
+        gemm_call<T>(gemm, true, false, g.CRS, cols, g.Kg, w.data() + grp * g.Kg * g.CRS, g.CRS,
+                     gy_g, cols, col.data(), cols, false);
+        col2im_nchw<T>(s, g, col.data(), grp, ch, gxa.data(), pfor);
+      }
+    }
+    first = false;
+    if (p.gx && ch.p1 == s.P) {  // the chunk's images are complete
+      T* gx = static_cast<T*>(p.gx) + n_done * s.C * g.HW;
+      const int64_t n = ch.nb * s.C * g.HW;
+      pfor(0, n, 4096, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) store(gx + i, gxa[size_t(i)]);
+      });
+    }
+  }
+  if (p.gw) {
+    T* out = static_cast<T*>(p.gw);
+    for (int64_t i = 0; i < s.K * g.CRS; ++i) store(out + i, gw[size_t(i)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// NHWC, general.
+
+// Output pixels per chunk: the im2col buffer within the budget.
+int64_t nhwc_rows(const Conv2dShape& s, const Geo& g, size_t elem) {
+  const int64_t per_row = std::max<int64_t>(1, s.R * s.S * g.Cg) * int64_t(elem);
+  return std::max<int64_t>(64, kColBudget / per_row);
+}
+
+// col[i - i0][(r S + s) C' + c] = x[n, h, w, g C' + c] for output pixel i = (n, p, q).
+template <typename T>
+void im2col_nhwc(const Conv2dShape& s, const Geo& g, const T* x, int64_t grp, int64_t i0,
+                 int64_t i1, A<T>* col, const ParallelFor& pfor) {
+  const int64_t ld = s.R * s.S * g.Cg;
+  pfor(i0, i1, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t i = b0; i < b1; ++i) {
+      const int64_t n = i / g.PQ, pp = i / s.Q % s.P, q = i % s.Q;
+      A<T>* dst = col + (i - i0) * ld;
+      for (int64_t r = 0; r < s.R; ++r) {
+        const int64_t h = pp * s.sh - s.pt + r * s.dh;
+        for (int64_t ss = 0; ss < s.S; ++ss, dst += g.Cg) {
+          const int64_t wc = q * s.sw - s.pl + ss * s.dw;
+          if (h < 0 || h >= s.H || wc < 0 || wc >= s.W)
+            std::fill(dst, dst + g.Cg, A<T>(0));
+          else
+            load_n(x + ((n * s.H + h) * s.W + wc) * s.C + grp * g.Cg, dst, g.Cg);
+        }
+      }
+    }
+  });
+}
+
+// gx (A, NHWC, whole tensor) += the rows of col; threads own channel ranges.
+template <typename T>
+void col2im_nhwc(const Conv2dShape& s, const Geo& g, const A<T>* col, int64_t grp, int64_t i0,
+                 int64_t i1, A<T>* gx, const ParallelFor& pfor) {
+  const int64_t ld = s.R * s.S * g.Cg;
+  pfor(0, g.Cg, 16, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / g.PQ, pp = i / s.Q % s.P, q = i % s.Q;
+      const A<T>* src = col + (i - i0) * ld;
+      for (int64_t r = 0; r < s.R; ++r) {
+        const int64_t h = pp * s.sh - s.pt + r * s.dh;
+        for (int64_t ss = 0; ss < s.S; ++ss, src += g.Cg) {
+          const int64_t wc = q * s.sw - s.pl + ss * s.dw;
+          if (h < 0 || h >= s.H || wc < 0 || wc >= s.W) continue;
+          A<T>* d = gx + ((n * s.H + h) * s.W + wc) * s.C + grp * g.Cg;
+          for (int64_t c = c0; c < c1; ++c) d[c] += src[c];
+        }
+      }
+    }
+  });
+}
+
+// The weight [K, C', R, S] as [K, R, S, C'] in A.
+template <typename T>
+std::vector<A<T>> weight_rsc(const Conv2dShape& s, const Geo& g, const T* w) {
+  std::vector<A<T>> out(size_t(s.K * g.CRS));
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t c = 0; c < g.Cg; ++c)
+      for (int64_t rs = 0; rs < g.RS; ++rs)
+        out[size_t((k * g.RS + rs) * g.Cg + c)] = load(w + (k * g.Cg + c) * g.RS + rs);
+  return out;
+}
+
+template <typename T>
+void forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  const auto w = weight_rsc(s, g, static_cast<const T*>(p.w));
+  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const bool in_place = pointwise(s) && std::is_same_v<T, A<T>>;
+  // Tasks of `rows` output pixels, each with its own im2col buffer (see forward_nchw).
+  const int64_t total = s.N * g.PQ;
+  const int64_t rows = std::clamp<int64_t>(
+      std::min<int64_t>(kTaskColBytes / (std::max<int64_t>(1, g.CRS) * int64_t(sizeof(A<T>))),
+                        (total + kMinTasks - 1) / kMinTasks),
+      16, std::max<int64_t>(total, 16));
+  pfor(0, (total + rows - 1) / rows, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<A<T>> col, out;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = t * rows, i1 = std::min(total, i0 + rows), nr = i1 - i0;
+      A<T>* c;
+      if constexpr (std::is_same_v<T, A<T>>) {
+        c = y + i0 * s.K;
+      } else {
+        out.resize(size_t(nr * s.K));
+        c = out.data();
+      }
+      for (int64_t grp = 0; grp < s.groups; ++grp) {
+        const A<T>* a;
+        int64_t lda;
+        if (in_place) {
+          a = reinterpret_cast<const A<T>*>(x + i0 * s.C + grp * g.Cg);
+          lda = s.C;
+        } else {
+          col.resize(size_t(nr * g.CRS));
+          im2col_nhwc(s, g, x, grp, i0, i1, col.data(), serial_for);
+          a = col.data();
+          lda = g.CRS;
+        }
+        gemm_call<T>(gemm, false, true, nr, g.Kg, g.CRS, a, lda, w.data() + grp * g.Kg * g.CRS,
+                     g.CRS, c + grp * g.Kg, s.K, false);
+      }
+      for (int64_t r = 0; r < nr; ++r) {
+        const A<T>* src = c + r * s.K;
+        T* yr = y + (i0 + r) * s.K;
+        for (int64_t k = 0; k < s.K; ++k) store(yr + k, src[k] + (p.bias ? bias[size_t(k)] : 0));
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const T* x = static_cast<const T*>(p.x);
+  const T* gy = static_cast<const T*>(p.gy);
+  const auto w = weight_rsc(s, g, static_cast<const T*>(p.w));
+  const bool in_place = pointwise(s) && std::is_same_v<T, A<T>>;
+  const int64_t total = s.N * g.PQ, chunk = nhwc_rows(s, g, sizeof(A<T>));
+  std::vector<A<T>> gw(p.gw ? size_t(s.K * g.CRS) : 0, A<T>(0));
+  // gx accumulates in A: in place when T is A, else in a float copy.
+  std::vector<A<T>> gx_buf;
+  A<T>* gx = nullptr;
+  if (p.gx) {
+    if constexpr (std::is_same_v<T, A<T>>) {
+      gx = static_cast<T*>(p.gx);
+      std::fill(gx, gx + s.N * g.HW * s.C, T(0));
+    } else {
+      gx_buf.assign(size_t(s.N * g.HW * s.C), A<T>(0));
+      gx = gx_buf.data();
+    }
+  }
+  std::vector<A<T>> col, gyc;
+  for (int64_t i0 = 0; i0 < total; i0 += chunk) {
+    const int64_t i1 = std::min(total, i0 + chunk), rows = i1 - i0;
+    const A<T>* gyr;
+    if constexpr (std::is_same_v<T, A<T>>) {
+      gyr = gy + i0 * s.K;
+    } else {
+      gyc.resize(size_t(rows * s.K));
+      load_n(gy + i0 * s.K, gyc.data(), rows * s.K);
+      gyr = gyc.data();
+    }
+    col.resize(size_t(rows * g.CRS));
+    for (int64_t grp = 0; grp < s.groups; ++grp) {
+      const A<T>* gy_g = gyr + grp * g.Kg;
+      if (p.gw) {
+        const A<T>* a;
+        int64_t lda;
+        if (in_place) {
+          a = reinterpret_cast<const A<T>*>(x + i0 * s.C + grp * g.Cg);
+          lda = s.C;
+        } else {
+          im2col_nhwc(s, g, x, grp, i0, i1, col.data(), pfor);
+          a = col.data();
+          lda = g.CRS;
+        }
+        gemm_call<T>(gemm, true, false, g.Kg, g.CRS, rows, gy_g, s.K, a, lda,
+                     gw.data() + grp * g.Kg * g.CRS, g.CRS, i0 > 0);
+      }
+      if (p.gx) {
+        gemm_call<T>(gemm, false, false, rows, g.CRS, g.Kg, gy_g, s.K,
+                     w.data() + grp * g.Kg * g.CRS, g.CRS, col.data(), g.CRS, false);
+        col2im_nhwc<T>(s, g, col.data(), grp, i0, i1, gx, pfor);
+      }
+    }
+  }
+  if (p.gx && !std::is_same_v<T, A<T>>) {
+    T* out = static_cast<T*>(p.gx);
+    pfor(0, s.N * g.HW * s.C, 4096, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) store(out + i, gx[i]);
+    });
+  }
+  if (p.gw) {  // [K, R, S, C'] back to [K, C', R, S]
+    T* out = static_cast<T*>(p.gw);
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t c = 0; c < g.Cg; ++c)
+        for (int64_t rs = 0; rs < g.RS; ++rs)
+          store(out + (k * g.Cg + c) * g.RS + rs, gw[size_t((k * g.RS + rs) * g.Cg + c)]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Depthwise (groups = C, C' = 1, K = C m): output channel k reads input channel k / m.
+
+// Outputs per vector of the direct kernels: kVec lanes of A (GCC/Clang vector extensions),
+// one AVX-512 register of float32 (two AVX2 ones, four SSE ones).
+constexpr int64_t kVec = 16;
+template <typename U>
+struct VecOf {
+  typedef U type __attribute__((vector_size(kVec * sizeof(U))));
+};
+template <typename T>
+using V = typename VecOf<A<T>>::type;
+
+// kVec consecutive elements of T as a vector of A (bfloat16 widened: its bits are the top
+// half of a float32).
+template <typename T>
+inline V<T> loadv(const T* p) {
+  V<T> v;
+  if constexpr (std::is_same_v<T, bf16>) {
+    typedef uint16_t u16 __attribute__((vector_size(kVec * 2)));
+    typedef uint32_t u32 __attribute__((vector_size(kVec * 4)));
+    u16 h;
+    std::memcpy(&h, p, sizeof h);
+    const u32 u = __builtin_convertvector(h, u32) << 16;
+    std::memcpy(&v, &u, sizeof v);
+  } else {
+    std::memcpy(&v, p, sizeof v);
+  }
+  return v;
+}
+
+template <typename T>
+inline V<T> loadv_strided(const T* p, int64_t stride) {
+  V<T> v;
+  for (int64_t j = 0; j < kVec; ++j) v[j] = load(p + j * stride);
+  return v;
+}
+
+template <typename T>
+inline void storev(T* p, const V<T>& v) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    for (int64_t j = 0; j < kVec; ++j) store(p + j, v[j]);
+  } else {
+    std::memcpy(p, &v, sizeof v);
+  }
+}
+
+template <typename T>
+inline V<T> load_acc(const A<T>* p) {
+  V<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The outputs q in [0, Q) whose S taps all lie inside the input row (no bounds checks).
+Range inner_columns(const Conv2dShape& s) {
+  Range inner{0, s.Q};
+  for (int64_t ss = 0; ss < s.S; ++ss) {
+    const Range r = valid(s.Q, s.sw, ss * s.dw - s.pl, s.W);
+    inner = {std::max(inner.lo, r.lo), std::min(inner.hi, r.hi)};
+  }
+  inner.hi = std::max(inner.lo, inner.hi);
+  return inner;
+}
+
+// Depthwise forward, NCHW, for wide rows (Q >= kWideRow): a plane (n, k) per task, a row at
+// a time, straight from the input. Rows in the padding read a row of zeros, so only the
+// columns at the left and right edges need bounds checks. KR x KS as below.
+template <typename T, int KR, int KS>
+void depthwise_forward_nchw_rows(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t m = s.K / s.C, R = KR ? KR : s.R, S = KS ? KS : s.S;
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
+  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const std::vector<T> zeros(size_t(s.W + kVec * s.sw + S * s.dw), T{});
+  const Range inner = inner_columns(s);
+  pfor(0, s.N * s.K, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<const T*> rows(static_cast<size_t>(R));
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / s.K, k = i % s.K;
+      const T* xp = x + (n * s.C + k / m) * g.HW;
+      const A<T>* wk = w.data() + k * g.RS;
+      const A<T> bv = p.bias ? bias[size_t(k)] : A<T>(0);
+      for (int64_t pp = 0; pp < s.P; ++pp) {
+        T* yr = y + i * g.PQ + pp * s.Q;
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t h = pp * s.sh - s.pt + r * s.dh;
+          rows[size_t(r)] = h >= 0 && h < s.H ? xp + h * s.W : zeros.data();
+        }
+        auto one = [&](int64_t q) {  // an edge column: taps checked against the row
+          A<T> acc = bv;
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t ss = 0; ss < S; ++ss) {
+              const int64_t wc = q * s.sw - s.pl + ss * s.dw;
+              if (wc >= 0 && wc < s.W) acc += wk[r * S + ss] * load(rows[size_t(r)] + wc);
+            }
+          store(yr + q, acc);
+        };
+        int64_t q = 0;
+        for (; q < inner.lo; ++q) one(q);
+        for (; q + kVec <= inner.hi; q += kVec) {
+          V<T> acc = V<T>{} + bv;
+          for (int64_t r = 0; r < R; ++r) {
+            const T* xr = rows[size_t(r)] + q * s.sw - s.pl;
+            for (int64_t ss = 0; ss < S; ++ss)
+              acc += wk[r * S + ss] *
+                     (s.sw == 1 ? loadv(xr + ss * s.dw) : loadv_strided(xr + ss * s.dw, s.sw));
+          }
+          storev(yr + q, acc);
+        }
+        for (; q < s.Q; ++q) one(q);
+      }
+    }
+  });
+}
+
+// Depthwise forward, NCHW, for narrow rows: a plane (n, k) per task. The input plane is
+// first copied into a zero-padded one (in cache), wide enough that every output row is a whole
+// number of kVec-wide vectors, so the loop has no bounds checks and no scalar edges; the last
+// vector of a row stores only its valid lanes. KR x KS is the kernel size when known at compile
+// time (3 x 3, 5 x 5: the tap loops unroll), 0 x 0 otherwise.
+template <typename T, int KR, int KS>
+void depthwise_forward_nchw_padded(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t m = s.K / s.C, R = KR ? KR : s.R, S = KS ? KS : s.S;
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
+  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const int64_t qv = (s.Q + kVec - 1) / kVec * kVec;  // output columns, rounded up
+  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1;
+  const int64_t wp = (qv - 1) * s.sw + (S - 1) * s.dw + 1;
+  // The padded plane covers input rows [-pt, hp - pt) and columns [-pl, wp - pl).
+  const int64_t h0 = std::max<int64_t>(0, s.pt), h1 = std::min(hp, s.H + s.pt);
+  const int64_t w0 = std::max<int64_t>(0, s.pl), w1 = std::min(wp, s.W + s.pl);
+  pfor(0, s.N * s.K, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<T> pad(size_t(hp * wp), T{});
+    int64_t padded = -1;  // the input plane now in `pad`
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / s.K, k = i % s.K, plane = n * s.C + k / m;
+      if (plane != padded) {  // the m output channels of an input channel share it
+        const T* xp = x + plane * g.HW;
+        for (int64_t hh = h0; hh < h1; ++hh)
+          std::memcpy(pad.data() + hh * wp + w0, xp + (hh - s.pt) * s.W + (w0 - s.pl),
+                      sizeof(T) * size_t(w1 - w0));
+        padded = plane;
+      }
+      const A<T>* wk = w.data() + k * g.RS;
+      const A<T> bv = p.bias ? bias[size_t(k)] : A<T>(0);
+      for (int64_t pp = 0; pp < s.P; ++pp) {
+        T* yr = y + i * g.PQ + pp * s.Q;
+        const T* base = pad.data() + pp * s.sh * wp;
+        for (int64_t q = 0; q < qv; q += kVec) {
+          V<T> acc = V<T>{} + bv;
+          for (int64_t r = 0; r < R; ++r) {
+            const T* xr = base + r * s.dh * wp + q * s.sw;
+            for (int64_t ss = 0; ss < S; ++ss)
+              acc += wk[r * S + ss] *
+                     (s.sw == 1 ? loadv(xr + ss * s.dw) : loadv_strided(xr + ss * s.dw, s.sw));
+          }
+          if (q + kVec <= s.Q)
+            storev(yr + q, acc);
+          else
+            for (int64_t j = 0; j < s.Q - q; ++j) store(yr + q + j, acc[j]);
+        }
+      }
+    }
+  });
+}
+
+// Output rows at least this wide read the input in place; narrower ones (where the edge
+// columns would dominate) go through a padded copy of the plane.
+constexpr int64_t kWideRow = 2 * kVec;
+
+template <typename T, int KR, int KS>
+void depthwise_forward_nchw_k(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  if (p.s.Q >= kWideRow) return depthwise_forward_nchw_rows<T, KR, KS>(p, pfor);
+  depthwise_forward_nchw_padded<T, KR, KS>(p, pfor);
+}
+
+template <typename T>
+void depthwise_forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  if (p.s.R == 3 && p.s.S == 3) return depthwise_forward_nchw_k<T, 3, 3>(p, pfor);
+  if (p.s.R == 5 && p.s.S == 5) return depthwise_forward_nchw_k<T, 5, 5>(p, pfor);
+  depthwise_forward_nchw_k<T, 0, 0>(p, pfor);
+}
+
+// Depthwise forward, NHWC: an output row (n, p) per task. With one output channel per input
+// channel, kVec channels at a time over the row's inner columns, the tap weights loaded
+// once per channel block (KR x KS as in the NCHW kernel); everything else (edge columns,
+// the channel tail, channel multipliers) a pixel at a time.
+template <typename T, int KR, int KS>
+void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t m = s.K / s.C, R = KR ? KR : s.R, S = KS ? KS : s.S;
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  std::vector<A<T>> wt(size_t(g.RS * s.K));  // [R S][K]: a tap's weights are contiguous
+  {
+    const T* w = static_cast<const T*>(p.w);
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t rs = 0; rs < g.RS; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * g.RS + rs);
+  }
+  std::vector<A<T>> bias(size_t(s.K), A<T>(0));
+  if (p.bias) bias = to_acc(static_cast<const T*>(p.bias), s.K);
+  const std::vector<T> zeros(size_t(s.W * s.C), T{});
+  const Range inner = inner_columns(s);
+  const int64_t k_vec = m == 1 ? s.K / kVec * kVec : 0;  // channels of the vector path
+  pfor(0, s.N * s.P, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<A<T>> acc(size_t(s.K)), xv(size_t(s.C));
+    std::vector<const T*> rows(static_cast<size_t>(R));
+    constexpr int64_t kTaps = KR * KS > 0 ? KR * KS : 1;
+    V<T> wv[kTaps];
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / s.P, pp = i % s.P;
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t h = pp * s.sh - s.pt + r * s.dh;
+        rows[size_t(r)] = h >= 0 && h < s.H ? x + (n * s.H + h) * s.W * s.C : zeros.data();
+      }
+      // Channels [k0, K) of output pixel q, taps checked against the row.
+      auto pixel = [&](int64_t q, int64_t k0) {
+        for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] = bias[size_t(k)];
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t ss = 0; ss < S; ++ss) {
+            const int64_t wc = q * s.sw - s.pl + ss * s.dw;
+            if (wc < 0 || wc >= s.W) continue;
+            const T* xp = rows[size_t(r)] + wc * s.C;
+            const A<T>* wr = wt.data() + (r * S + ss) * s.K;
+            if (m == 1) {
+              for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] += wr[k] * load(xp + k);
+            } else {
+              load_n(xp, xv.data(), s.C);
+              for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] += wr[k] * xv[size_t(k / m)];
+            }
+          }
+        T* yp = y + (i * s.Q + q) * s.K;
+        for (int64_t k = k0; k < s.K; ++k) store(yp + k, acc[size_t(k)]);
+      };
+      if (k_vec < s.K)
+        for (int64_t q = 0; q < s.Q; ++q) pixel(q, k_vec);
+      // The shape in locals: stores through y could alias a field of s.
+      const int64_t C = s.C, K = s.K, W = s.W, Q = s.Q, sw = s.sw, pl = s.pl, dwc = s.dw * C;
+      T* const yrow = y + i * Q * K;
+      for (int64_t k0 = 0; k0 < k_vec; k0 += kVec) {
+        if constexpr (KR * KS > 0)
+          for (int64_t t = 0; t < kTaps; ++t) wv[t] = load_acc<T>(wt.data() + t * K + k0);
+        const V<T> b0 = load_acc<T>(bias.data() + k0);
+        auto tap = [&](int64_t r, int64_t ss) {
+          return KR * KS > 0 ? wv[(r * S + ss) % kTaps]
+                             : load_acc<T>(wt.data() + (r * S + ss) * K + k0);
+        };
+        for (int64_t q = 0; q < Q; ++q) {
+          V<T> a = b0;
+          if (q >= inner.lo && q < inner.hi) {
+            for (int64_t r = 0; r < R; ++r) {
+              const T* xr = rows[size_t(r)] + (q * sw - pl) * C + k0;
+              for (int64_t ss = 0; ss < S; ++ss) a += tap(r, ss) * loadv(xr + ss * dwc);
+            }
+          } else {  // an edge column: skip the taps in the padding
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t ss = 0; ss < S; ++ss) {
+                const int64_t wc = q * sw - pl + ss * s.dw;
+                if (wc >= 0 && wc < W) a += tap(r, ss) * loadv(rows[size_t(r)] + wc * C + k0);
+              }
+          }
+          storev(yrow + q * K + k0, a);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void depthwise_forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  if (p.s.R == 3 && p.s.S == 3) return depthwise_forward_nhwc_k<T, 3, 3>(p, pfor);
+  if (p.s.R == 5 && p.s.S == 5) return depthwise_forward_nhwc_k<T, 5, 5>(p, pfor);
+  depthwise_forward_nhwc_k<T, 0, 0>(p, pfor);
+}
+
+template <typename T>
+void depthwise_backward_nchw(const Conv2dBwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t m = s.K / s.C;
+  const T* x = static_cast<const T*>(p.x);
+  const T* gy = static_cast<const T*>(p.gy);
+  const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
+  if (p.gx) {  // one writer per input plane: it scatters the m output planes that read it
+    T* gx = static_cast<T*>(p.gx);
+    pfor(0, s.N * s.C, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<A<T>> plane(size_t(g.HW)), gyr(size_t(s.Q));
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t n = i / s.C, c = i % s.C;
+        std::fill(plane.begin(), plane.end(), A<T>(0));
+        for (int64_t k = c * m; k < (c + 1) * m; ++k) {
+          const A<T>* wk = w.data() + k * g.RS;
+          for (int64_t pp = 0; pp < s.P; ++pp) {
+            load_n(gy + (n * s.K + k) * g.PQ + pp * s.Q, gyr.data(), s.Q);
+            for (int64_t r = 0; r < s.R; ++r) {
+              const int64_t h = pp * s.sh - s.pt + r * s.dh;
+              if (h < 0 || h >= s.H) continue;
+              for (int64_t ss = 0; ss < s.S; ++ss) {
+                const int64_t off = ss * s.dw - s.pl;
+                const Range qr = valid(s.Q, s.sw, off, s.W);
+                A<T>* pr = plane.data() + h * s.W + off;
+                const A<T> wv = wk[r * s.S + ss];
+                if (s.sw == 1)
+                  for (int64_t q = qr.lo; q < qr.hi; ++q) pr[q] += wv * gyr[size_t(q)];
+                else
+                  for (int64_t q = qr.lo; q < qr.hi; ++q) pr[q * s.sw] += wv * gyr[size_t(q)];
+              }
+            }
+          }
+        }
+        T* out = gx + i * g.HW;
+        for (int64_t j = 0; j < g.HW; ++j) store(out + j, plane[size_t(j)]);
+      }
+    });
+  }
+  if (p.gw) {  // one writer per output channel; each row's partial sum is added in double
+    T* gw = static_cast<T*>(p.gw);
+    pfor(0, s.K, 1, [&](int64_t k0, int64_t k1) {
+      std::vector<double> acc(size_t(g.RS));
+      for (int64_t k = k0; k < k1; ++k) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t n = 0; n < s.N; ++n) {
+          const T* xp = x + (n * s.C + k / m) * g.HW;
+          const T* gp = gy + (n * s.K + k) * g.PQ;
+          for (int64_t pp = 0; pp < s.P; ++pp)
+            for (int64_t r = 0; r < s.R; ++r) {
+              const int64_t h = pp * s.sh - s.pt + r * s.dh;
+              if (h < 0 || h >= s.H) continue;
+              for (int64_t ss = 0; ss < s.S; ++ss) {
+                const int64_t off = ss * s.dw - s.pl;
+                const Range qr = valid(s.Q, s.sw, off, s.W);
+                const T* xr = xp + h * s.W + off;
+                const T* gr = gp + pp * s.Q;
+                A<T> part = 0;
+                for (int64_t q = qr.lo; q < qr.hi; ++q) part += load(gr + q) * load(xr + q * s.sw);
+                acc[size_t(r * s.S + ss)] += double(part);
+              }
+            }
+        }
+        for (int64_t rs = 0; rs < g.RS; ++rs) store(gw + k * g.RS + rs, A<T>(acc[size_t(rs)]));
+      }
+    });
+  }
+}
+
+template <typename T>
+void depthwise_backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t m = s.K / s.C;
+  const T* x = static_cast<const T*>(p.x);
+  const T* gy = static_cast<const T*>(p.gy);
+  std::vector<A<T>> wt(size_t(g.RS * s.K));  // [R S][K]
+  {
+    const T* w = static_cast<const T*>(p.w);
+    for (int64_t k = 0; k < s.K; ++k)
+      for (int64_t rs = 0; rs < g.RS; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * g.RS + rs);
+  }
+  if (p.gx) {  // a gather: input pixel (n, h, w) sums the outputs whose taps land on it
+    T* gx = static_cast<T*>(p.gx);
+    pfor(0, s.N * s.H, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<A<T>> acc(size_t(s.C)), gv(size_t(s.K));
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t n = i / s.H, h = i % s.H;
+        for (int64_t wc = 0; wc < s.W; ++wc) {
+          std::fill(acc.begin(), acc.end(), A<T>(0));
+          for (int64_t r = 0; r < s.R; ++r) {
+            const int64_t ph = h + s.pt - r * s.dh;
+            if (ph < 0 || ph % s.sh != 0 || ph / s.sh >= s.P) continue;
+            for (int64_t ss = 0; ss < s.S; ++ss) {
+              const int64_t qw = wc + s.pl - ss * s.dw;
+              if (qw < 0 || qw % s.sw != 0 || qw / s.sw >= s.Q) continue;
+              const T* gp = gy + ((n * s.P + ph / s.sh) * s.Q + qw / s.sw) * s.K;
+              const A<T>* wr = wt.data() + (r * s.S + ss) * s.K;
+              A<T>* a = acc.data();
+              if (m == 1) {
+                for (int64_t c = 0; c < s.C; ++c) a[c] += wr[c] * load(gp + c);
+              } else {
+                load_n(gp, gv.data(), s.K);
+                for (int64_t k = 0; k < s.K; ++k) a[k / m] += wr[k] * gv[size_t(k)];
+              }
+            }
+          }
+          T* out = gx + ((n * s.H + h) * s.W + wc) * s.C;
+          for (int64_t c = 0; c < s.C; ++c) store(out + c, acc[size_t(c)]);
+        }
+      }
+    });
+  }
+  if (p.gw) {  // threads own ranges of output channels; per image partial sums in A
+    T* gw = static_cast<T*>(p.gw);
+    pfor(0, s.K, 16, [&](int64_t k0, int64_t k1) {
+      const int64_t kb = k1 - k0;
+      std::vector<double> acc(size_t(g.RS * kb), 0.0);
+      std::vector<A<T>> part(size_t(g.RS * kb));
+      for (int64_t n = 0; n < s.N; ++n) {
+        std::fill(part.begin(), part.end(), A<T>(0));
+        for (int64_t pp = 0; pp < s.P; ++pp)
+          for (int64_t q = 0; q < s.Q; ++q) {
+            const T* gp = gy + ((n * s.P + pp) * s.Q + q) * s.K + k0;
+            for (int64_t r = 0; r < s.R; ++r) {
+              const int64_t h = pp * s.sh - s.pt + r * s.dh;
+              if (h < 0 || h >= s.H) continue;
+              for (int64_t ss = 0; ss < s.S; ++ss) {
+                const int64_t wc = q * s.sw - s.pl + ss * s.dw;
+                if (wc < 0 || wc >= s.W) continue;
+                const T* xp = x + ((n * s.H + h) * s.W + wc) * s.C;
+                A<T>* a = part.data() + (r * s.S + ss) * kb;
+                if (m == 1)
+                  for (int64_t k = 0; k < kb; ++k) a[k] += load(gp + k) * load(xp + k0 + k);
+                else
+                  for (int64_t k = 0; k < kb; ++k) a[k] += load(gp + k) * load(xp + (k0 + k) / m);
+              }
+            }
+          }
+        for (size_t j = 0; j < part.size(); ++j) acc[j] += double(part[j]);
+      }
+      for (int64_t k = 0; k < kb; ++k)
+        for (int64_t rs = 0; rs < g.RS; ++rs)
+          store(gw + (k0 + k) * g.RS + rs, A<T>(acc[size_t(rs * kb + k)]));
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+// gb[k] = sum over n, p, q of gy; a double sum per channel, in a fixed order.
+template <typename T>
+void bias_grad(const Conv2dBwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
+  const int64_t PQ = s.P * s.Q;
+  const T* gy = static_cast<const T*>(p.gy);
+  T* gb = static_cast<T*>(p.gb);
+  if (s.channels_last) {
+    pfor(0, s.K, 16, [&](int64_t k0, int64_t k1) {
+      std::vector<double> acc(size_t(k1 - k0), 0.0);
+      for (int64_t i = 0; i < s.N * PQ; ++i)
+        for (int64_t k = k0; k < k1; ++k) acc[size_t(k - k0)] += double(load(gy + i * s.K + k));
+      for (int64_t k = k0; k < k1; ++k) store(gb + k, A<T>(acc[size_t(k - k0)]));
+    });
+  } else {
+    pfor(0, s.K, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        double acc = 0;
+        for (int64_t n = 0; n < s.N; ++n)
+          for (int64_t j0 = 0; j0 < PQ; j0 += s.Q) {  // a row at a time in A, rows in double
+            const T* gp = gy + (n * s.K + k) * PQ + j0;
+            A<T> part = 0;
+            for (int64_t j = 0; j < s.Q; ++j) part += load(gp + j);
+            acc += double(part);
+          }
+        store(gb + k, A<T>(acc));
+      }
+    });
+  }
+}
+
+bool depthwise(const Conv2dShape& s) { return s.groups == s.C && s.C > 1; }
+
+template <typename T>
+void forward_t(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  if (depthwise(p.s))
+    p.s.channels_last ? depthwise_forward_nhwc<T>(p, pfor) : depthwise_forward_nchw<T>(p, pfor);
+  else
+    p.s.channels_last ? forward_nhwc<T>(p, pfor, gemm) : forward_nchw<T>(p, pfor, gemm);
+}
+
+template <typename T>
+void backward_t(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  if (p.gb) bias_grad<T>(p, pfor);
+  if (!p.gx && !p.gw) return;
+  if (depthwise(p.s))
+    p.s.channels_last ? depthwise_backward_nhwc<T>(p, pfor) : depthwise_backward_nchw<T>(p, pfor);
+  else
+    p.s.channels_last ? backward_nhwc<T>(p, pfor, gemm) : backward_nchw<T>(p, pfor, gemm);
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm);
+void conv2d_backward(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm);
+
+void conv2d_forward(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  switch (p.s.dtype) {
+    case DType::kFloat32: return forward_t<float>(p, pfor, gemm);
+    case DType::kFloat64: return forward_t<double>(p, pfor, gemm);
+    case DType::kBFloat16: return forward_t<bf16>(p, pfor, gemm);
+    default: throw std::invalid_argument("conv2d (cpu): unsupported dtype");
+  }
+}
+
+void conv2d_backward(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+  switch (p.s.dtype) {
+    case DType::kFloat32: return backward_t<float>(p, pfor, gemm);
+    case DType::kFloat64: return backward_t<double>(p, pfor, gemm);
+    case DType::kBFloat16: return backward_t<bf16>(p, pfor, gemm);
+    default: throw std::invalid_argument("conv2d (cpu): unsupported dtype");
+  }
+}
+
+}  // namespace FL_ISA_NS
+}  // namespace cpu
+}  // namespace fl
