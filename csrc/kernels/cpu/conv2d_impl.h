@@ -80,6 +80,24 @@ std::vector<A<T>> to_acc(const T* src, int64_t n) {
   return v;
 }
 
+// The bias in A, K long (zeros without one).
+template <typename T>
+std::vector<A<T>> bias_acc(const Conv2dFwdParams& p) {
+  if (!p.bias) return std::vector<A<T>>(size_t(p.s.K), A<T>(0));
+  return to_acc(static_cast<const T*>(p.bias), p.s.K);
+}
+
+// A depthwise weight [K, 1, R, S] as [R S][K] in A: each tap's weights over the channels
+// are contiguous, for the channel-vectorised NHWC kernels.
+template <typename T>
+std::vector<A<T>> taps_by_channel(const Conv2dShape& s, const T* w) {
+  const int64_t rs_n = s.R * s.S;
+  std::vector<A<T>> wt(size_t(rs_n * s.K));
+  for (int64_t k = 0; k < s.K; ++k)
+    for (int64_t rs = 0; rs < rs_n; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * rs_n + rs);
+  return wt;
+}
+
 template <typename T>
 void gemm_call(const Gemm& gemm, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const A<T>* a,
                int64_t lda, const A<T>* b, int64_t ldb, A<T>* c, int64_t ldc, bool accumulate) {
@@ -206,7 +224,7 @@ void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
   const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.CRS);
-  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const auto bias = bias_acc<T>(p);
   // Tasks, each with its own im2col buffer (within the task budget, so it stays in the
   // core's cache while the GEMM reads it): blocks of pb output rows of one image, enough
   // of them for the threads; or, for small images (a GEMM a few dozen columns wide runs
@@ -391,7 +409,7 @@ void forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
   const auto w = weight_rsc(s, g, static_cast<const T*>(p.w));
-  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const auto bias = bias_acc<T>(p);
   const bool in_place = pointwise(s) && std::is_same_v<T, A<T>>;
   // Tasks of `rows` output pixels, each with its own im2col buffer (see forward_nchw).
   const int64_t total = s.N * g.PQ;
@@ -582,7 +600,7 @@ void depthwise_forward_nchw_rows(const Conv2dFwdParams& p, const ParallelFor& pf
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
   const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
-  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const auto bias = bias_acc<T>(p);
   const std::vector<T> zeros(size_t(s.W + kVec * s.sw + S * s.dw), T{});
   const Range inner = inner_columns(s);
   pfor(0, s.N * s.K, 1, [&](int64_t i0, int64_t i1) {
@@ -638,7 +656,7 @@ void depthwise_forward_nchw_padded(const Conv2dFwdParams& p, const ParallelFor& 
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
   const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
-  const auto bias = p.bias ? to_acc(static_cast<const T*>(p.bias), s.K) : std::vector<A<T>>();
+  const auto bias = bias_acc<T>(p);
   const int64_t qv = (s.Q + kVec - 1) / kVec * kVec;  // output columns, rounded up
   const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1;
   const int64_t wp = (qv - 1) * s.sw + (S - 1) * s.dw + 1;
@@ -708,14 +726,8 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
   const int64_t m = s.K / s.C, R = KR ? KR : s.R, S = KS ? KS : s.S;
   const T* x = static_cast<const T*>(p.x);
   T* y = static_cast<T*>(p.y);
-  std::vector<A<T>> wt(size_t(g.RS * s.K));  // [R S][K]: a tap's weights are contiguous
-  {
-    const T* w = static_cast<const T*>(p.w);
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t rs = 0; rs < g.RS; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * g.RS + rs);
-  }
-  std::vector<A<T>> bias(size_t(s.K), A<T>(0));
-  if (p.bias) bias = to_acc(static_cast<const T*>(p.bias), s.K);
+  const auto wt = taps_by_channel(s, static_cast<const T*>(p.w));
+  const auto bias = bias_acc<T>(p);
   const std::vector<T> zeros(size_t(s.W * s.C), T{});
   const Range inner = inner_columns(s);
   const int64_t k_vec = m == 1 ? s.K / kVec * kVec : 0;  // channels of the vector path
@@ -867,12 +879,7 @@ void depthwise_backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor) 
   const int64_t m = s.K / s.C;
   const T* x = static_cast<const T*>(p.x);
   const T* gy = static_cast<const T*>(p.gy);
-  std::vector<A<T>> wt(size_t(g.RS * s.K));  // [R S][K]
-  {
-    const T* w = static_cast<const T*>(p.w);
-    for (int64_t k = 0; k < s.K; ++k)
-      for (int64_t rs = 0; rs < g.RS; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * g.RS + rs);
-  }
+  const auto wt = taps_by_channel(s, static_cast<const T*>(p.w));
   if (p.gx) {  // a gather: input pixel (n, h, w) sums the outputs whose taps land on it
     T* gx = static_cast<T*>(p.gx);
     pfor(0, s.N * s.H, 1, [&](int64_t i0, int64_t i1) {
