@@ -7,7 +7,7 @@
 //   exact whenever the true sum fits in int32. From M = 64 on, a and b are packed into
 //   panels of 16 rows (a 16 x 16 word transpose per 64 bytes of K) and a 16 x 16 tile
 //   keeps one zmm accumulator per column of c: per group of four k one load of a and 16
-//   vpdpbusd with b's word broadcast from memory. Below M = 64, dot products straight from
+//   vpdpbusd with b's word broadcast. Below M = 64, dot products straight from
 //   the unpacked rows (4 x 6 accumulators).
 // - AVX2: bytes widened to int16, vpmaddwd multiplies pairs and sums them into int32 lanes
 //   (exact: |a b| <= 2^14). Micro-tile 4 rows x 16 columns.
@@ -318,8 +318,8 @@ FL_VNNI_TARGET inline void transpose16(__m512i (&r)[16]) {
 // Packed: a and b in panels of 16 rows, k grouped by four per row ([K4][16][4] bytes: one
 // zmm per group of four k), a's sign bit flipped. A tile of 16 rows of a x 16 rows of b
 // keeps 16 zmm accumulators, one per column of c (its 16 rows in the lanes); per group of
-// four k it loads one vector of a and issues 16 vpdpbusd whose b operand is a word
-// broadcast straight from memory (an embedded {1to16} broadcast: a load, not a shuffle).
+// four k it loads one vector of a and issues 16 vpdpbusd whose b operand is one word of b
+// broadcast to all lanes.
 // The tile is transposed once at the end (transpose16) into rows of c.
 constexpr int kPanel = 16;
 
@@ -369,11 +369,9 @@ FL_VNNI_TARGET void vnni_packed_tile(const uint8_t* ap, const int8_t* bp, int64_
     // Unrolled, so the accumulators live in registers (a loop over n indexes them in memory).
 #pragma GCC unroll 16
     for (int n = 0; n < kPanel; ++n) {
-      // The compiler keeps _mm512_set1_epi32 as a separate vpbroadcastd (a shuffle-port
-      // uop per product); the embedded broadcast is written out.
-      asm("vpdpbusd %2%{1to16%}, %1, %0"
-          : "+v"(acc[n])
-          : "v"(av), "m"(*reinterpret_cast<const int32_t*>(bw + 4 * n)));
+      int32_t w;
+      std::memcpy(&w, bw + 4 * n, 4);
+      acc[n] = _mm512_dpbusd_epi32(acc[n], av, _mm512_set1_epi32(w));
     }
   }
   if (last) transpose16(acc);
