@@ -2,8 +2,10 @@
 
 Shapes: the 3x3 and 1x1 convolutions of ResNet-50's four stages (batch 8 on CPU, 32 on
 GPU) and MobileNet's depthwise 3x3 convolutions, NCHW and channels_last. Work per pass:
-2 N K P Q C R S / groups FLOPs; backward counts both gradients (twice the forward), full
-three times. The roofline is a large matrix multiply in the same dtype, measured at start.
+2 N K P Q C R S / groups FLOPs; backward counts both gradients (twice the forward). On GPU
+each gradient is timed on its own (grad_input, grad_weight), in bfloat16, plus float32
+forwards of two layers (the SIMT path; torch may use TF32 there). The roofline is a large
+matrix multiply in the same dtype, measured at start.
 
     python bench/bench_conv.py [--device cpu|cuda] [--quick] [--json PATH]
 """
@@ -51,9 +53,14 @@ def cases(device: str, quick: bool):
             modes = ("forward",) if quick or layer[0].endswith("1x1") else ("forward", "backward")
             out.append((layer, 8, torch.float32, ("NCHW", "channels_last"), modes))
         return out
-    dtype = torch.bfloat16
-    layers = [RESNET[0], RESNET[1], DEPTHWISE[2]] if quick else RESNET + DEPTHWISE
-    return [(layer, 32, dtype, ("channels_last",), ("forward", "backward")) for layer in layers]
+    # The issue's targets are per gradient on GPU: each is its own implicit GEMM there.
+    modes = ("forward", "grad_input", "grad_weight")
+    if quick:
+        layers = (RESNET[0], RESNET[1], DEPTHWISE[2])
+        return [(layer, 32, torch.bfloat16, ("channels_last",), modes) for layer in layers]
+    out = [(layer, 32, torch.bfloat16, ("channels_last", "NCHW"), modes) for layer in RESNET + DEPTHWISE]
+    out += [(layer, 32, torch.float32, ("channels_last",), ("forward",)) for layer in RESNET[:2]]
+    return out
 
 
 def _timed(mode, conv, x, w, grad_out):
@@ -66,7 +73,8 @@ def _timed(mode, conv, x, w, grad_out):
         return forward
     xl, wl = x.detach().requires_grad_(), w.detach().requires_grad_()
     out = conv(xl, wl)
-    return lambda: torch.autograd.grad(out, (xl, wl), grad_out, retain_graph=True)
+    wrt = {"backward": (xl, wl), "grad_input": (xl,), "grad_weight": (wl,)}[mode]
+    return lambda: torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
 
 
 def bench_layer(device, layer, batch, dtype, layout, modes, ceiling):
@@ -95,7 +103,7 @@ def bench_layer(device, layer, batch, dtype, layout, modes, ceiling):
             n: common.time_fn(_timed(mode, f, x, w, grad_out), device) * 1e3
             for n, f in (("fastlayers", ours), ("torch", theirs))
         }
-        work = flops * (1 if mode == "forward" else 2)
+        work = flops * (2 if mode == "backward" else 1)
         unit = "GFLOP/s" if device == "cpu" else "TFLOP/s"
         rows.append(
             common.Result("conv2d", mode, config, dt, layout, ms["fastlayers"], ms["torch"], work, unit, ceiling)
@@ -109,12 +117,9 @@ def bench_layer(device, layer, batch, dtype, layout, modes, ceiling):
 
 
 def run(device: str, quick: bool = False):
-    if device == "cuda" and not cv.CUDA_DTYPES:
-        print("conv2d: no CUDA kernels yet; nothing to compare on cuda", file=sys.stderr)
-        return []
     torch.manual_seed(0)
     unit = "GFLOP/s" if device == "cpu" else "TFLOP/s"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16  # the roofline's dtype
     ceiling = {"matmul": common.measure_matmul_rate(device, dtype) / common.UNIT_SCALE[unit]}
     was_strict = fastlayers.is_strict()
     fastlayers.set_strict(True)  # a silent fallback would time torch against itself

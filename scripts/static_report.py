@@ -3,7 +3,7 @@
 For every kernel in fastlayers/_C: registers, static shared memory, stack and local memory
 (ptxas puts spilled registers there, so both must be 0), and the number of tensor-core
 instructions (HMMA for floating point, IMMA for integers). Checks that no kernel uses local
-memory or a stack frame, that the float16/bfloat16 attention kernels contain HMMA and that
+memory or a stack frame, that the float16/bfloat16 attention and conv GEMM kernels contain HMMA and that
 the int8 GEMM contains IMMA.
 
     python scripts/static_report.py [--so PATH] [--json PATH]
@@ -26,9 +26,10 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "build", "tools")
 ARCH = "sm_90"
-# Kernels that must contain HMMA: the attention kernels on half types (the float32 path and
-# the probability and delta kernels are SIMT by design).
-HMMA_REQUIRED = re.compile(r"attention_(fwd|bwd_dq|bwd_dkdv)<(__half|__nv_bfloat16),")
+# Kernels that must contain HMMA: the attention and implicit-GEMM conv kernels on half types
+# (the float32 paths, the probability and delta kernels and the direct conv kernels are SIMT
+# by design).
+HMMA_REQUIRED = re.compile(r"(attention_(fwd|bwd_dq|bwd_dkdv)|conv_mma)<(__half|__nv_bfloat16),")
 IMMA_REQUIRED = re.compile(r"int8_gemm_mma")
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import emu_support
 import fastlayers
 import fastlayers.functional as FF
-from conftest import HAS_CUDA, TOL, device_dtype_params, torch_device
+from conftest import HAS_CUDA, HAS_EMU, TOL, device_dtype_params, torch_device
 from fastlayers.ops import conv2d as cv
 
 DTYPES = {"cpu": cv.CPU_DTYPES, "emu": cv.CUDA_DTYPES, "cuda": cv.CUDA_DTYPES}
@@ -78,6 +79,11 @@ CASES = [
     Case((4, 7, 9), 5, (3, 3), padding=1),  # unbatched
     Case((2, 3, 6, 6), 4, (3, 3), layout="weight_cl"),  # weight channels_last: output too
     Case((1, 3, 3, 3), 2, (3, 3)),  # one output pixel
+    # Channel counts that are multiples of 8: the CUDA GEMMs' 16-byte copies; 512 output
+    # pixels: the weight gradient's reduction split in two.
+    Case((2, 16, 16, 16), 24, (3, 3), padding=1, layout="channels_last"),
+    Case((1, 16, 12, 12), 16, (3, 3), stride=2, padding=1),  # strided data gradient, NCHW
+    Case((2, 32, 9, 9), 32, (1, 1), groups=2, bias=False),  # grouped GEMM
     *_random_cases(24),
 ]
 
@@ -352,8 +358,68 @@ def test_results_do_not_depend_on_the_thread_count():
             assert torch.equal(u, v)
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
-def test_cuda_falls_back_or_raises_until_kernels_land():
-    x, w = torch.randn(1, 3, 8, 8, device="cuda"), torch.randn(4, 3, 3, 3, device="cuda")
-    with pytest.raises(RuntimeError, match="no kernel for cuda"):
-        FF.conv2d(x, w)
+# ---------------------------------------------------------------------------------------
+# Emulator-only checks: race mode, and 64-bit index math on the last blocks of a huge tensor.
+
+EMU_RACE_CASES = [
+    Case((2, 16, 16, 16), 24, (3, 3), padding=1, layout="channels_last"),  # 16-byte copies, split wgrad
+    Case((2, 3, 9, 11), 5, (3, 3), stride=2, padding=1),  # element gathers, NCHW via NHWC
+    Case((2, 6, 11, 9), 12, (3, 3), padding=1, groups=6),  # direct kernels, NCHW
+    Case((2, 6, 11, 9), 6, (3, 3), padding=1, groups=6, layout="channels_last"),  # direct, NHWC
+]
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", EMU_RACE_CASES, ids=str)
+def test_emu_race_mode(case, dtype):
+    """Every kernel gives the same bits whatever order its threads run in (no atomics: the
+    weight gradient's split reduction is summed in a fixed order)."""
+    x, w, b = make_inputs(case, "emu", dtype)
+    pads = cv.resolve_padding(case.padding, x, w, [case.stride] * 2, [case.dilation] * 2)
+    args = ([case.stride] * 2, pads, [case.dilation] * 2, case.groups)
+    with emu_support.emulated():
+        y = emu_support.race_check(lambda: cv._conv(x, w, b, *args))[0]
+        grad = torch.randn_like(y)
+        emu_support.race_check(lambda: cv._backward(grad, x, w, *args, [True, True, True]))
+
+
+@pytest.mark.skipif(not HAS_EMU, reason="FASTLAYERS_EMU=0")
+@pytest.mark.parametrize("groups", [1, 8], ids=["implicit-gemm", "depthwise"])
+def test_emu_index_math_past_2_31(groups):
+    """bfloat16 NHWC input of more than 2^31 elements of which only the last two rows are
+    written (the rest stays unallocated); only the last blocks of the forward run, and the
+    last output pixels must match torch on those rows."""
+    n, c, h, w = 1, 8, 16385, 16385
+    assert n * c * h * w > 2**31
+    x = torch.empty(n, c, h, w, dtype=torch.bfloat16, memory_format=torch.channels_last)
+    x[:, :, -2:, :] = torch.randn(n, c, 2, w).to(torch.bfloat16)
+    wt = (torch.randn(8, c // groups, 3, 3) / 3).to(torch.bfloat16)
+    # Kernel 3, stride 2, padding 1 on an odd height: the last output row reads the last two
+    # input rows and one row of bottom padding.
+    ref = F.conv2d(F.pad(x[:, :, -2:, :].double(), (1, 1, 0, 1)), wt.double(), None, 2, 0, 1, groups)
+    last = 64  # output pixels within the last 3 blocks (direct: 520 outputs, 8 per pixel)
+    with emu_support.emulated(), emu_support.blocks(-3):
+        y = cv._conv(x, wt, None, [2, 2], [1, 1], [1, 1], groups)
+    assert y.shape[-1] > last and y.is_contiguous(memory_format=torch.channels_last)
+    got = y[..., -1, -last:].double()
+    want = ref[..., 0, -last:]
+    assert (got - want).abs().max().item() <= 0.05 * want.abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "device", ["emu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU"))]
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_sanitizer_tiny(device, dtype):
+    """Tiny shapes for compute-sanitizer (memcheck, racecheck) in scripts/gpu_check.sh: the
+    tensor-core and SIMT GEMMs with tile tails, 16-byte copies and element gathers, the split
+    weight gradient, the direct kernels in both layouts, the bias gradient."""
+    if device == "emu" and not HAS_EMU:
+        pytest.skip("FASTLAYERS_EMU=0")
+    for c in EMU_RACE_CASES + [Case((1, 8, 5, 7), 9, (1, 1), layout="channels_last")]:
+        x, w, b = make_inputs(c, device, dtype)
+        leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
+        y = FF.conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
+        grads = torch.autograd.grad(y.square().sum(), leaves)
+        assert y.isfinite().all() and all(g.isfinite().all() for g in grads)

@@ -78,4 +78,23 @@ void conv2d_forward(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gem
 void conv2d_backward(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm);
 }  // namespace cpu
 
+namespace cuda {
+// What the CUDA kernels need of the glue for a shape.
+struct Conv2dCudaPlan {
+  // Depthwise and small-group convolutions (C' or K' below 8) run direct kernels on NCHW or
+  // NHWC; the rest are implicit GEMMs on NHWC tensors only.
+  bool direct;
+  // float16/bfloat16 GEMMs read the weight transposed: the forward takes w_t = [K, R, S, C']
+  // and the data gradient [groups, C', R, S, K'], both contiguous.
+  bool weight_transform;
+  size_t wgrad_workspace_bytes;  // scratch for the weight gradient's split reduction
+};
+Conv2dCudaPlan conv2d_plan(const Conv2dShape& s);
+// float32, float64, float16, bfloat16. w_t as the plan says (else unused).
+void conv2d_forward(const Conv2dFwdParams& p, const void* w_t, CUstream_st* stream);
+// w_t: the data gradient's transposed weight; workspace: wgrad_workspace_bytes.
+void conv2d_backward(const Conv2dBwdParams& p, const void* w_t, void* workspace,
+                     CUstream_st* stream);
+}  // namespace cuda
+
 }  // namespace fl

@@ -26,9 +26,8 @@ from fastlayers.ops._common import dtype_unsupported_reason
 _IntOrPair = int | Sequence[int]
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-# No CUDA conv2d kernel has landed yet: CUDA tensors take torch's conv2d (with the fallback
-# warning, or an error in strict mode).
-CUDA_DTYPES: tuple = ()
+# float16/bfloat16 on tensor cores, float32/float64 on the SIMT path (csrc/kernels/cuda/conv2d.cu).
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 OPS = ("conv2d", "conv2d_backward")
 
@@ -161,8 +160,6 @@ torch.library.register_autograd("fastlayers::conv2d_backward", _grad_backward, s
 
 def unsupported_reason(input: torch.Tensor, weight: torch.Tensor) -> str | None:
     """Why no fastlayers kernel covers these inputs, or None when one does."""
-    if input.device.type == "cuda" and not CUDA_DTYPES:
-        return "cuda (the CUDA conv2d kernels have not landed yet)"
     if input.dtype != weight.dtype:
         return None  # the op raises torch's error
     return dtype_unsupported_reason(input, CPU_DTYPES, CUDA_DTYPES)
