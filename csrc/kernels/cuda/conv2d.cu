@@ -46,7 +46,12 @@ namespace fl {
 namespace cuda {
 namespace {
 
-enum class Pass { kFwd, kDgrad, kWgrad };
+// The pass, as an int template argument so that kernel names read the same in nvcc's and
+// the emulator's spelling (scripts/emu_coverage.py matches them).
+using Pass = int;
+namespace pass {
+constexpr Pass kFwd = 0, kDgrad = 1, kWgrad = 2;
+}  // namespace pass
 
 // The accumulator of storage type T: double for double, float otherwise.
 template <typename T>
@@ -85,20 +90,20 @@ struct ConvArgs {
 // GEMM extents of one group.
 template <Pass P>
 __host__ __device__ __forceinline__ int64_t gemm_m(const ConvArgs& a) {
-  if constexpr (P == Pass::kFwd) return a.s.N * a.s.P * a.s.Q;
-  if constexpr (P == Pass::kDgrad) return a.s.N * a.s.H * a.s.W;
+  if constexpr (P == pass::kFwd) return a.s.N * a.s.P * a.s.Q;
+  if constexpr (P == pass::kDgrad) return a.s.N * a.s.H * a.s.W;
   return a.Kg;
 }
 template <Pass P>
 __host__ __device__ __forceinline__ int64_t gemm_n(const ConvArgs& a) {
-  if constexpr (P == Pass::kFwd) return a.Kg;
-  if constexpr (P == Pass::kDgrad) return a.Cg;
+  if constexpr (P == pass::kFwd) return a.Kg;
+  if constexpr (P == pass::kDgrad) return a.Cg;
   return a.s.R * a.s.S * a.Cg;
 }
 template <Pass P>
 __host__ __device__ __forceinline__ int64_t gemm_k(const ConvArgs& a) {
-  if constexpr (P == Pass::kFwd) return a.s.R * a.s.S * a.Cg;
-  if constexpr (P == Pass::kDgrad) return a.s.R * a.s.S * a.Kg;
+  if constexpr (P == pass::kFwd) return a.s.R * a.s.S * a.Cg;
+  if constexpr (P == pass::kDgrad) return a.s.R * a.s.S * a.Kg;
   return a.s.N * a.s.P * a.s.Q;
 }
 
@@ -145,17 +150,17 @@ __device__ __forceinline__ T weight_at(const ConvArgs& a, int64_t k, int64_t c, 
 // A[m, kk] and B[kk, n] of group g (see the table above); callers keep m, n, kk in range.
 template <typename T, Pass P>
 __device__ T gather_a(const ConvArgs& a, int64_t g, int64_t m, int64_t kk) {
-  if constexpr (P == Pass::kFwd) return im2col<T>(a, g, m, kk);
-  if constexpr (P == Pass::kDgrad) return dcol<T>(a, g, m, kk);
+  if constexpr (P == pass::kFwd) return im2col<T>(a, g, m, kk);
+  if constexpr (P == pass::kDgrad) return dcol<T>(a, g, m, kk);
   return static_cast<const T*>(a.gy)[kk * a.s.K + g * a.Kg + m];
 }
 
 template <typename T, Pass P>
 __device__ T gather_b(const ConvArgs& a, int64_t g, int64_t n, int64_t kk) {
-  if constexpr (P == Pass::kWgrad) return im2col<T>(a, g, kk, n);
-  const int64_t inner = P == Pass::kFwd ? a.Cg : a.Kg;
+  if constexpr (P == pass::kWgrad) return im2col<T>(a, g, kk, n);
+  const int64_t inner = P == pass::kFwd ? a.Cg : a.Kg;
   const int64_t i = kk % inner, rs = kk / inner, r = rs / a.s.S, sx = rs % a.s.S;
-  if constexpr (P == Pass::kFwd) return weight_at<T>(a, g * a.Kg + n, i, r, sx);
+  if constexpr (P == pass::kFwd) return weight_at<T>(a, g * a.Kg + n, i, r, sx);
   return weight_at<T>(a, g * a.Kg + i, n, r, sx);
 }
 
@@ -164,11 +169,11 @@ __device__ T gather_b(const ConvArgs& a, int64_t g, int64_t n, int64_t kk) {
 template <typename T, Pass P>
 __device__ __forceinline__ void emit(const ConvArgs& a, int64_t g, int split, int64_t m, int64_t n,
                                      Acc<T> v) {
-  if constexpr (P == Pass::kFwd) {
+  if constexpr (P == pass::kFwd) {
     const int64_t k = g * a.Kg + n;
     if (a.bias != nullptr) v += ld(static_cast<const T*>(a.bias)[k]);
     static_cast<T*>(a.out)[m * a.s.K + k] = st<T>(v);
-  } else if constexpr (P == Pass::kDgrad) {
+  } else if constexpr (P == pass::kDgrad) {
     static_cast<T*>(a.out)[m * a.s.C + g * a.Cg + n] = st<T>(v);
   } else {
     const int64_t cols = a.s.R * a.s.S * a.Cg;
@@ -217,16 +222,16 @@ template <Pass P>
 MmaVec mma_vec(const ConvArgs& a) {
   auto al = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   const Conv2dShape& s = a.s;
-  if constexpr (P == Pass::kFwd)
+  if constexpr (P == pass::kFwd)
     return {a.Cg % 8 == 0 && s.C % 8 == 0 && al(a.x), gemm_k<P>(a) % 8 == 0 && al(a.w_t)};
-  if constexpr (P == Pass::kDgrad)
+  if constexpr (P == pass::kDgrad)
     return {a.Kg % 8 == 0 && s.K % 8 == 0 && al(a.gy), gemm_k<P>(a) % 8 == 0 && al(a.w_t)};
   return {a.Kg % 8 == 0 && s.K % 8 == 0 && al(a.gy), a.Cg % 8 == 0 && s.C % 8 == 0 && al(a.x)};
 }
 
 template <typename T, Pass P>
 __global__ void __launch_bounds__(kThreads) conv_mma(ConvArgs a, MmaVec vec) {
-  constexpr bool kRedInner = P != Pass::kWgrad;
+  constexpr bool kRedInner = P != pass::kWgrad;
   FL_DYNAMIC_SHARED(T, smem);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = (warp / 4) * 64, wn = (warp % 4) * 32;  // this warp's 64 x 32 of the tile
@@ -251,11 +256,11 @@ __global__ void __launch_bounds__(kThreads) conv_mma(ConvArgs a, MmaVec vec) {
     if constexpr (kRedInner) {
       for (int i = 0; i < 2; ++i) {
         const int64_t m = m0 + crow + 64 * i;
-        const int64_t hh = P == Pass::kFwd ? s.P : s.H, ww = P == Pass::kFwd ? s.Q : s.W;
+        const int64_t hh = P == pass::kFwd ? s.P : s.H, ww = P == pass::kFwd ? s.Q : s.W;
         rn[i] = m < M ? m / (hh * ww) : -1;
         const int64_t y = m / ww % hh, xx = m % ww;
-        rh[i] = int(P == Pass::kFwd ? y * s.sh - s.pt : y + s.pt);
-        rw[i] = int(P == Pass::kFwd ? xx * s.sw - s.pl : xx + s.pl);
+        rh[i] = int(P == pass::kFwd ? y * s.sh - s.pt : y + s.pt);
+        rw[i] = int(P == pass::kFwd ? xx * s.sw - s.pl : xx + s.pl);
       }
     }
     // wgrad: the tap (r, s, c) of this thread's B chunk column.
@@ -280,11 +285,11 @@ __global__ void __launch_bounds__(kThreads) conv_mma(ConvArgs a, MmaVec vec) {
           if (rn[i] < 0 || kk >= Kd) {
             zero16(da);
           } else if (vec.a) {
-            const int inner = int(P == Pass::kFwd ? a.Cg : a.Kg);
+            const int inner = int(P == pass::kFwd ? a.Cg : a.Kg);
             const int ci = int(kk % inner), rs = int(kk / inner), r = rs / int(s.S),
                       sx = rs % int(s.S);
             const T* src = nullptr;
-            if constexpr (P == Pass::kFwd) {
+            if constexpr (P == pass::kFwd) {
               const int64_t h = rh[i] + int64_t(r) * s.dh, ww = rw[i] + int64_t(sx) * s.dw;
               if (h >= 0 && h < s.H && ww >= 0 && ww < s.W)
                 src = x + ((rn[i] * s.H + h) * s.W + ww) * s.C + g * a.Cg + ci;
@@ -310,7 +315,7 @@ __global__ void __launch_bounds__(kThreads) conv_mma(ConvArgs a, MmaVec vec) {
           if (n >= N || kk >= Kd) {
             zero16(db);
           } else {
-            const T* src = wt + ((P == Pass::kFwd ? g * a.Kg : g * a.Cg) + n) * Kd + kk;
+            const T* src = wt + ((P == pass::kFwd ? g * a.Kg : g * a.Cg) + n) * Kd + kk;
             if (vec.b) {
               ptx::cp_async_16(db, src);
             } else {
@@ -442,8 +447,8 @@ __global__ void __launch_bounds__(kSThreads) conv_simt(ConvArgs a) {
       // Neighbouring threads take neighbouring elements along the operand's contiguous
       // dimension: the reduction in fwd and dgrad, the rows and columns in wgrad.
       for (int e = tid; e < kSK * kSM; e += kSThreads) {
-        const int kk = P == Pass::kWgrad ? e / kSM : e % kSK;
-        const int i = P == Pass::kWgrad ? e % kSM : e / kSK;
+        const int kk = P == pass::kWgrad ? e / kSM : e % kSK;
+        const int i = P == pass::kWgrad ? e % kSM : e / kSK;
         const bool in = k0 + kk < Kd;
         sa[kk][i] = in && m0 + i < M ? ld(gather_a<T, P>(a, g, m0 + i, k0 + kk)) : A(0);
         sb[kk][i] = in && n0 + i < N ? ld(gather_b<T, P>(a, g, n0 + i, k0 + kk)) : A(0);
@@ -670,8 +675,8 @@ int wgrad_splits(const Conv2dShape& s) {
   const bool mma = uses_mma(s);
   const int64_t bm = mma ? kBM : kSM, bn = mma ? kBN : kSN, bk = mma ? kBK : kSK;
   const int64_t tiles =
-      s.groups * ((a.Kg + bm - 1) / bm) * ((gemm_n<Pass::kWgrad>(a) + bn - 1) / bn);
-  const int64_t steps = (gemm_k<Pass::kWgrad>(a) + bk - 1) / bk;
+      s.groups * ((a.Kg + bm - 1) / bm) * ((gemm_n<pass::kWgrad>(a) + bn - 1) / bn);
+  const int64_t steps = (gemm_k<pass::kWgrad>(a) + bk - 1) / bk;
   int64_t splits = (kTargetBlocks + tiles - 1) / tiles;
   if (splits > steps / 8) splits = steps / 8;
   if (splits > 64) splits = 64;
@@ -708,7 +713,7 @@ void forward_t(const Conv2dFwdParams& p, const void* w_t, CUstream_st* stream) {
     FL_LAUNCH(direct_fwd<T>, grid_for(p.s.N * p.s.K * p.s.P * p.s.Q, 256), 256, 0, stream)(a);
     return;
   }
-  launch_gemm<T, Pass::kFwd>(a, stream);
+  launch_gemm<T, pass::kFwd>(a, stream);
 }
 
 template <typename T>
@@ -725,7 +730,7 @@ void backward_t(const Conv2dBwdParams& p, const void* w_t, void* workspace, CUst
     if (direct)
       FL_LAUNCH(direct_dgrad<T>, grid_for(s.N * s.C * s.H * s.W, 256), 256, 0, stream)(a);
     else
-      launch_gemm<T, Pass::kDgrad>(a, stream);
+      launch_gemm<T, pass::kDgrad>(a, stream);
   }
   if (p.gw != nullptr) {
     a.out = p.gw;
@@ -734,7 +739,7 @@ void backward_t(const Conv2dBwdParams& p, const void* w_t, void* workspace, CUst
     } else {
       a.ws = workspace;
       a.splits = wgrad_splits(s);
-      launch_gemm<T, Pass::kWgrad>(a, stream);
+      launch_gemm<T, pass::kWgrad>(a, stream);
       FL_LAUNCH(wgrad_finalize<T>, grid_for(s.K * a.Cg * s.R * s.S, 256), 256, 0, stream)(a);
     }
   }
