@@ -32,6 +32,19 @@ inline void define_schemas(torch::Library& m) {
       "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, "
       "int[] padding, int[2] dilation, int groups, bool[3] output_mask) -> (Tensor, Tensor, "
       "Tensor)");
+  // Elman RNN recurrence of one layer in one direction (fastlayers/rnn.h) over packed rows:
+  // input_proj [rows, H] = x W_ih^T (+ b_ih) for every step; batch_sizes int64 [T] on the
+  // CPU (torch's PackedSequence.batch_sizes; [B] * T for a padded sequence); h0 [B, H];
+  // bias [H] added inside (b_hh, or b_ih + b_hh). Returns (output [rows, H], h_n [B, H]).
+  m.def(
+      "rnn_recurrence(Tensor input_proj, Tensor batch_sizes, Tensor h0, Tensor weight_hh, "
+      "Tensor? bias, bool relu, bool reverse) -> (Tensor, Tensor)");
+  // (grad_input_proj, grad_h0, grad_weight_hh, grad_bias); a missing grad_output or grad_hn
+  // counts as zeros.
+  m.def(
+      "rnn_recurrence_backward(Tensor? grad_output, Tensor? grad_hn, Tensor output, Tensor h0, "
+      "Tensor weight_hh, Tensor batch_sizes, bool relu, bool reverse) -> (Tensor, Tensor, "
+      "Tensor, Tensor)");
   // Scaled dot-product attention on [B, H, L, E] tensors (fastlayers/attention.h): returns
   // the output and the log-sum-exp of each query row's scores. attn_mask: bool (true =
   // attend) or additive, broadcastable to [B, Hq, Lq, Lk]. seed_offset: int64 [2], the

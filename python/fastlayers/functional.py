@@ -3,9 +3,18 @@
 from fastlayers.ops.attention import scaled_dot_product_attention
 from fastlayers.ops.conv2d import conv2d
 from fastlayers.ops.max_pool2d import max_pool2d
+from fastlayers.ops.rnn import rnn, rnn_cell
 from fastlayers.ops.softmax import softmax
 
-__all__ = ["conv2d", "max_pool2d", "max_pool2d_with_indices", "scaled_dot_product_attention", "softmax"]
+__all__ = [
+    "conv2d",
+    "max_pool2d",
+    "max_pool2d_with_indices",
+    "rnn",
+    "rnn_cell",
+    "scaled_dot_product_attention",
+    "softmax",
+]
 
 
 def max_pool2d_with_indices(

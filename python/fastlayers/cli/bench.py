@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-BENCHES = ["conv", "maxpool", "attention", "int8"]
+BENCHES = ["conv", "maxpool", "attention", "int8", "rnn"]
 
 
 def _bench_root():
@@ -21,16 +21,28 @@ def _bench_root():
     return root
 
 
-def run(device=None, quick=False, json_path=None) -> int:
+def _common():
     root = _bench_root()
     if root not in sys.path:
         sys.path.insert(0, root)
-    common = importlib.import_module("bench.common")
+    return importlib.import_module("bench.common")
+
+
+def collect(device=None, quick=False) -> list:
+    """Every op's benchmark rows (bench.common.Result) on `device` (default: the best)."""
+    _common()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for name in BENCHES:
         module = importlib.import_module(f"bench.bench_{name}")
         rows.extend(module.run(device, quick))
+    return rows
+
+
+def run(device=None, quick=False, json_path=None) -> int:
+    common = _common()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = collect(device, quick)
     common.print_table(rows)
     if json_path:
         common.write_json(rows, json_path, common.environment(device))

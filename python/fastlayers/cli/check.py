@@ -170,8 +170,57 @@ def _int8_cases(device):
         yield f"M N K = {shape}", lambda s=shape: _check_int8(device, s)
 
 
+def _check_rnn(device, dtype, kwargs, lengths):
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from fastlayers.nn import RNN
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.nn.RNN(5, 12, dtype=torch.float64, **kwargs)
+    ours = RNN(5, 12, device=device, dtype=dtype, **kwargs)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
+    x = torch.randn(7, 3, 5, generator=g, dtype=torch.float64)
+    xs = x.to(device, dtype).requires_grad_()
+    xr = x.clone().requires_grad_()
+    if lengths:
+        xs_in = pack_padded_sequence(xs, torch.tensor(lengths), enforce_sorted=False)
+        xr_in = pack_padded_sequence(xr, torch.tensor(lengths), enforce_sorted=False)
+    else:
+        xs_in, xr_in = xs, xr
+    (out, hn), (rout, rhn) = ours(xs_in), ref(xr_in)
+    if lengths:
+        out, rout = out.data, rout.data
+    tol = 3e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if not (
+        torch.allclose(out.double(), rout, rtol=tol, atol=tol) and torch.allclose(hn.double(), rhn, rtol=tol, atol=tol)
+    ):
+        return "forward differs"
+    grads = torch.autograd.grad(out.sum() + hn.sum(), [xs, *ours.parameters()])
+    refs = torch.autograd.grad(rout.sum() + rhn.sum(), [xr, *ref.parameters()])
+    for a, r in zip(grads, refs, strict=True):
+        if not torch.allclose(a.double(), r, rtol=tol, atol=tol * max(1.0, r.abs().max().item())):
+            return "backward differs"
+    return None
+
+
+def _rnn_cases(device):
+    from fastlayers.ops import rnn as R
+
+    dtypes = R.CPU_DTYPES if device == "cpu" else R.CUDA_DTYPES
+    configs = [
+        (dict(), None),
+        (dict(num_layers=2, bidirectional=True, nonlinearity="relu"), None),
+        (dict(bidirectional=True), (7, 2, 5)),
+    ]
+    for dtype in dtypes:
+        for kwargs, lengths in configs:
+            label = f"{str(dtype).split('.')[-1]} {kwargs} lengths={lengths}"
+            yield label, lambda d=dtype, k=kwargs, n=lengths: _check_rnn(device, d, k, n)
+
+
 CHECKS = {
     "conv2d": _conv2d_cases,
+    "RNN": _rnn_cases,
     "max_pool2d": _max_pool2d_cases,
     "int8_mm / Int8Linear": _int8_cases,
     "scaled_dot_product_attention": _attention_cases,
@@ -179,9 +228,10 @@ CHECKS = {
 }
 
 
-def run() -> int:
+def collect() -> list[tuple[str, str, str, str]]:
+    """Runs every check: rows of (op, device, case, "PASS" or "FAIL (why)")."""
     torch.manual_seed(0)
-    rows, failures = [], 0
+    rows = []
     for op, cases in CHECKS.items():
         for device in _devices():
             for label, fn in cases(device):
@@ -190,11 +240,20 @@ def run() -> int:
                 except Exception as e:  # a crash is a failure to report, not to hide
                     err = f"{type(e).__name__}: {e}".splitlines()[0]
                     traceback.print_exc()
-                failures += err is not None
                 rows.append((op, device, label, "PASS" if err is None else f"FAIL ({err})"))
+    return rows
+
+
+def print_rows(rows) -> int:
+    """The pass/fail table; returns the number of failures."""
+    failures = sum(not r[3].startswith("PASS") for r in rows)
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'op':<{w[0]}}  {'device':<{w[1]}}  {'case':<{w[2]}}  result")
     for r in rows:
         print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
     print(f"{len(rows) - failures} passed, {failures} failed")
-    return 1 if failures else 0
+    return failures
+
+
+def run() -> int:
+    return 1 if print_rows(collect()) else 0

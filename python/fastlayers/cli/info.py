@@ -14,6 +14,7 @@ OPS = {
     "softmax": ("softmax_forward", "softmax_backward"),
     "positional_encoding": ("positional_encoding",),
     "int8_mm, int8_linear, quantize_per_row": ("int8_mm", "int8_linear", "quantize_per_row"),
+    "rnn_recurrence (nn.RNN, nn.RNNCell)": ("rnn_recurrence", "rnn_recurrence_backward"),
 }
 
 

@@ -6,6 +6,7 @@ from fastlayers.nn.conv import Conv2d
 from fastlayers.nn.pool import MaxPool2d
 from fastlayers.nn.positional import LearnedPositionalEncoding, PositionalEncoding
 from fastlayers.nn.quantized import Int8Linear
+from fastlayers.nn.rnn import RNN, RNNCell
 
 __all__ = [
     "Conv2d",
@@ -14,5 +15,7 @@ __all__ = [
     "MaxPool2d",
     "MultiheadAttention",
     "PositionalEncoding",
+    "RNN",
+    "RNNCell",
     "Softmax",
 ]
