@@ -30,7 +30,8 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pytest pytest-timeout ninja ruff clang-format tqdm
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pytest pytest-timeout ninja ruff clang-format tqdm \
+	  matplotlib scikit-learn captum
 	touch $@
 
 build: venv

@@ -13,8 +13,13 @@ def main(argv=None) -> int:
     bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
     bench.add_argument("--quick", action="store_true")
     bench.add_argument("--json", default=None, help="write the results as JSON to this path")
-    demo = sub.add_parser("demo", help="the main job: info, check and the quick benchmark")
+    demo = sub.add_parser(
+        "demo", help="the main job: check, train the seed models on the digits, quantize, explain, benchmark"
+    )
     demo.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default 12, 3 with --quick)")
+    demo.add_argument("--quick", action="store_true", help="fewer epochs")
+    demo.add_argument("--out", default="demo-output", help="output folder (default demo-output/)")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -32,7 +37,7 @@ def main(argv=None) -> int:
     if args.command == "demo":
         from fastlayers.cli.demo import run
 
-        return run(device=args.device)
+        return run(device=args.device, epochs=args.epochs, quick=args.quick, out=args.out)
     return 2
 
 
