@@ -625,9 +625,7 @@ void depthwise_forward_nchw_rows(const Conv2dFwdParams& p, const ParallelFor& pf
             }
           store(yr + q, acc);
         };
-        int64_t q = 0;
-        for (; q < inner.lo; ++q) one(q);
-        for (; q + kVec <= inner.hi; q += kVec) {
+        auto vec = [&](int64_t q) {  // kVec inner columns from q
           V<T> acc = V<T>{} + bv;
           for (int64_t r = 0; r < R; ++r) {
             const T* xr = rows[size_t(r)] + q * s.sw - s.pl;
@@ -636,6 +634,15 @@ void depthwise_forward_nchw_rows(const Conv2dFwdParams& p, const ParallelFor& pf
                      (s.sw == 1 ? loadv(xr + ss * s.dw) : loadv_strided(xr + ss * s.dw, s.sw));
           }
           storev(yr + q, acc);
+        };
+        int64_t q = 0;
+        for (; q < inner.lo; ++q) one(q);
+        for (; q + kVec <= inner.hi; q += kVec) vec(q);
+        // The inner tail as one more vector ending at inner.hi, overlapping the last one:
+        // the overlapped columns are written twice with the same value.
+        if (q < inner.hi && inner.hi - inner.lo >= kVec) {
+          vec(inner.hi - kVec);
+          q = inner.hi;
         }
         for (; q < s.Q; ++q) one(q);
       }
@@ -774,22 +781,35 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
           return KR * KS > 0 ? wv[(r * S + ss) % kTaps]
                              : load_acc<T>(wt.data() + (r * S + ss) * K + k0);
         };
-        for (int64_t q = 0; q < Q; ++q) {
+        auto edge = [&](int64_t q) {  // an edge column: skip the taps in the padding
           V<T> a = b0;
-          if (q >= inner.lo && q < inner.hi) {
-            for (int64_t r = 0; r < R; ++r) {
-              const T* xr = rows[size_t(r)] + (q * sw - pl) * C + k0;
-              for (int64_t ss = 0; ss < S; ++ss) a += tap(r, ss) * loadv(xr + ss * dwc);
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t ss = 0; ss < S; ++ss) {
+              const int64_t wc = q * sw - pl + ss * s.dw;
+              if (wc >= 0 && wc < W) a += tap(r, ss) * loadv(rows[size_t(r)] + wc * C + k0);
             }
-          } else {  // an edge column: skip the taps in the padding
-            for (int64_t r = 0; r < R; ++r)
-              for (int64_t ss = 0; ss < S; ++ss) {
-                const int64_t wc = q * sw - pl + ss * s.dw;
-                if (wc >= 0 && wc < W) a += tap(r, ss) * loadv(rows[size_t(r)] + wc * C + k0);
-              }
-          }
           storev(yrow + q * K + k0, a);
-        }
+        };
+        // kPix inner columns from q at once: independent sums (the FMA latency overlaps)
+        // sharing each tap's weight vector.
+        auto inner_px = [&](int64_t q, auto pix) {
+          constexpr int kPix = decltype(pix)::value;
+          V<T> a[kPix];
+          for (int j = 0; j < kPix; ++j) a[j] = b0;
+          for (int64_t r = 0; r < R; ++r) {
+            const T* xr = rows[size_t(r)] + (q * sw - pl) * C + k0;
+            for (int64_t ss = 0; ss < S; ++ss) {
+              const V<T> wv_ = tap(r, ss);
+              for (int j = 0; j < kPix; ++j) a[j] += wv_ * loadv(xr + ss * dwc + j * sw * C);
+            }
+          }
+          for (int j = 0; j < kPix; ++j) storev(yrow + (q + j) * K + k0, a[j]);
+        };
+        int64_t q = 0;
+        for (; q < std::min(inner.lo, Q); ++q) edge(q);
+        for (; q + 4 <= inner.hi; q += 4) inner_px(q, std::integral_constant<int, 4>{});
+        for (; q < inner.hi; ++q) inner_px(q, std::integral_constant<int, 1>{});
+        for (; q < Q; ++q) edge(q);
       }
     }
   });
@@ -981,8 +1001,20 @@ void bias_grad(const Conv2dBwdParams& p, const ParallelFor& pfor) {
 
 bool depthwise(const Conv2dShape& s) { return s.groups == s.C && s.C > 1; }
 
+// Below this many multiply-adds a convolution runs on the calling thread: a parallel region
+// costs microseconds, far more than such a convolution (and much more when the cores are
+// shared), as a small model's training steps show.
+constexpr int64_t kSerialMacs = int64_t(1) << 18;
+
+const ParallelFor& pick(const Conv2dShape& s, const ParallelFor& pfor) {
+  static const ParallelFor serial = serial_for;
+  const int64_t macs = s.N * s.K * s.P * s.Q * (s.C / s.groups) * s.R * s.S;
+  return macs < kSerialMacs ? serial : pfor;
+}
+
 template <typename T>
-void forward_t(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+void forward_t(const Conv2dFwdParams& p, const ParallelFor& pfor_all, const Gemm& gemm) {
+  const ParallelFor& pfor = pick(p.s, pfor_all);
   if (depthwise(p.s))
     p.s.channels_last ? depthwise_forward_nhwc<T>(p, pfor) : depthwise_forward_nchw<T>(p, pfor);
   else
@@ -990,7 +1022,8 @@ void forward_t(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm& ge
 }
 
 template <typename T>
-void backward_t(const Conv2dBwdParams& p, const ParallelFor& pfor, const Gemm& gemm) {
+void backward_t(const Conv2dBwdParams& p, const ParallelFor& pfor_all, const Gemm& gemm) {
+  const ParallelFor& pfor = pick(p.s, pfor_all);
   if (p.gb) bias_grad<T>(p, pfor);
   if (!p.gx && !p.gw) return;
   if (depthwise(p.s))
