@@ -1,17 +1,20 @@
-"""Attention: fastlayers against torch's scaled_dot_product_attention, forward and backward.
+"""Attention: fastlayers against torch's scaled_dot_product_attention, forward, backward, full.
 
 On CPU rows compare with torch's default SDPA (its flash kernel) and, as a second
 baseline, torch's unfused math path (SDPBackend.MATH). On CUDA (bfloat16, H = 16,
 B * L = 16k tokens) they compare with torch's flash backend (SDPBackend.FLASH_ATTENTION,
-forced) and its cuDNN backend (SDPBackend.CUDNN_ATTENTION, where this torch and GPU have
-it). Rates are FLOP/s counting 4 * B * H * Lq * Lk * D per forward (half that when causal)
-and 2.5x that per backward.
+forced), its cuDNN backend (SDPBackend.CUDNN_ATTENTION, where this torch and GPU have it) and
+the math path written out (QK^T, softmax, PV) compiled by torch.compile (with --quick for
+the first shape only, to bound the compile time). Rates are FLOP/s counting
+4 * B * H * Lq * Lk * D per forward (half that when causal), 2.5x that per backward and 3.5x
+per full pass; the roofline is a large matrix multiply in the same dtype.
 
-    python bench/bench_attention.py [--device cpu] [--quick] [--json PATH]
+    python bench/bench_attention.py [--device cpu|cuda] [--quick] [--mode M,..] [--json PATH] [--plot PATH]
 """
 
 import os
 import sys
+from typing import NamedTuple
 
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,23 +26,46 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 import fastlayers  # noqa: E402
 from bench import common  # noqa: E402
 
-MODES = ("forward", "backward")
+OP = "attention"
+MODES = ("forward", "backward", "full")
+WORK = {"forward": 1.0, "backward": 2.5, "full": 3.5}  # times the forward's FLOPs
 
 
-def cases(device: str, quick: bool):
-    """(B, H, L, D, causal, dtype) on `device`."""
+class Case(NamedTuple):
+    batch: int
+    heads: int
+    length: int
+    head_dim: int
+    causal: bool
+    dtype: torch.dtype
+
+    @property
+    def config(self) -> str:
+        return f"B{self.batch} H{self.heads} L{self.length} D{self.head_dim}" + (" causal" if self.causal else "")
+
+    @property
+    def label(self) -> str:
+        return f"{self.config} {str(self.dtype).removeprefix('torch.')}"
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    """The attention shapes benchmarked on `device`."""
     if device == "cpu":
-        return [(1, 8, 1024, 64, False, torch.float32), (1, 8, 1024, 64, True, torch.float32)]
+        return [Case(1, 8, 1024, 64, causal, torch.float32) for causal in (False, True)]
     tokens = 16384
     lengths = (4096,) if quick else (1024, 4096, 16384)
     dims = (64, 128)
-    return [(tokens // n, 16, n, d, c, torch.bfloat16) for n in lengths for d in dims for c in (False, True)]
+    return [Case(tokens // n, 16, n, d, c, torch.bfloat16) for n in lengths for d in dims for c in (False, True)]
+
+
+def roofline(ceilings: common.Ceilings, dtype) -> dict[str, float]:
+    return ceilings.compute_roofline(dtype, common.compute_unit(ceilings.device))
 
 
 # Baselines per device: (name, SDPA backend forced, or None for torch's default choice).
 BASELINES = {
-    "cpu": (("torch", None), ("math", SDPBackend.MATH)),
-    "cuda": (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)),
+    "cpu": (("torch", None), ("torch math", SDPBackend.MATH)),
+    "cuda": (("torch flash", SDPBackend.FLASH_ATTENTION), ("torch cudnn", SDPBackend.CUDNN_ATTENTION)),
 }
 # Agreement demanded before timing: fastlayers against the first baseline.
 AGREE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -59,69 +85,78 @@ def _baseline(backend):
     return fn
 
 
-def _timed(mode, fn, q, k, v, causal, grad):
-    if mode == "forward":
-
-        def forward():
-            with torch.no_grad():
-                return fn(q, k, v, causal)
-
-        return forward
-    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-    out = fn(*leaves, causal)
-    return lambda: torch.autograd.grad(out, leaves, grad, retain_graph=True)
+def _math(q, k, v, causal):
+    """Attention as a user writes it without SDPA: what torch.compile is given to fuse."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if causal:
+        lq, lk = scores.shape[-2:]
+        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
 
-def run(device: str, quick: bool = False):
+def _usable(name, fn, q, k, v, causal) -> bool:
+    """Whether an SDPA backend takes these inputs here (cuDNN needs a recent GPU and build)."""
+    try:
+        with torch.no_grad():
+            fn(q[:1, :1, :128], k[:1, :1, :128], v[:1, :1, :128], causal)
+    except RuntimeError as err:
+        print(f"bench_attention: {name} unavailable: {str(err).splitlines()[0]}", file=sys.stderr)
+        return False
+    return True
+
+
+def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, progress) -> list[common.Result]:
+    b, h, length, d, causal, dtype = case
+    q, k, v = (torch.randn(b, h, length, d, device=device, dtype=dtype) for _ in range(3))
+    baselines = {}
+    for name, backend in BASELINES[torch.device(device).type]:
+        fn = _baseline(backend)
+        if _usable(name, fn, q, k, v, causal):
+            baselines[name] = fn
+    first = next(iter(baselines))
+    with torch.no_grad():
+        tol = AGREE[dtype]
+        torch.testing.assert_close(_fl(q, k, v, causal), baselines[first](q, k, v, causal), rtol=tol, atol=tol)
+    compiled_math = common.compiled(_math) if compile_baseline else None
+    grad = torch.randn_like(q)
+    flops = 4 * b * h * length * length * d * (0.5 if causal else 1.0)
+    dt = str(dtype).removeprefix("torch.")
+    unit = common.compute_unit(device)
+    rows = []
+    for mode in MODES:
+        if not common.wants(mode, modes):
+            continue
+
+        def timed(fn, mode=mode):
+            return common.pass_fn(mode, lambda q, k, v: fn(q, k, v, causal), (q, k, v), grad)
+
+        fl_ms = common.time_fn(timed(_fl), device) * 1e3
+        times = [(name, common.time_fn(timed(fn), device) * 1e3, "") for name, fn in baselines.items()]
+        if compiled_math is not None:
+            times.append(("torch.compile math", *common.time_baseline(lambda: timed(compiled_math), device)))
+        for name, ms, note in times:
+            row = common.Result(
+                "sdpa", mode, case.config, dt, "BHLD", fl_ms, ms, flops * WORK[mode], unit, roofline, name, note
+            )
+            progress.row(row)
+            rows.append(row)
+    return rows
+
+
+def run(device: str, quick: bool = False, *, modes=None, ceilings=None, progress=None, compiled=True):
+    """All rows for `device` in `modes` (default: all). `ceilings` (a common.Ceilings) is
+    measured here when not given; `compiled` adds the compiled math baseline on CUDA."""
+    ceilings = ceilings or common.Ceilings(device)
+    progress = progress or common.Progress()
     torch.manual_seed(0)
     was_strict = fastlayers.is_strict()
-    fastlayers.set_strict(True)
+    fastlayers.set_strict(True)  # a silent fallback would time torch against itself
     rows = []
     try:
-        for b, h, length, d, causal, dtype in cases(device, quick):
-            q, k, v = (torch.randn(b, h, length, d, device=device, dtype=dtype) for _ in range(3))
-            fns = {"fastlayers": _fl}
-            for name, backend in BASELINES[device]:
-                fn = _baseline(backend)
-                try:
-                    with torch.no_grad():
-                        fn(q[:1, :1, :128], k[:1, :1, :128], v[:1, :1, :128], causal)
-                except RuntimeError as err:  # this backend does not take these inputs here
-                    print(f"bench_attention: {name} unavailable: {str(err).splitlines()[0]}", file=sys.stderr)
-                    continue
-                fns[name] = fn
-            first = next(n for n in fns if n != "fastlayers")
-            with torch.no_grad():
-                tol = AGREE[dtype]
-                torch.testing.assert_close(_fl(q, k, v, causal), fns[first](q, k, v, causal), rtol=tol, atol=tol)
-            grad = torch.randn_like(q)
-            flops = 4 * b * h * length * length * d * (0.5 if causal else 1.0)
-            config = f"B{b} H{h} L{length} D{d}" + (" causal" if causal else "")
-            for mode in MODES:
-                ms = {
-                    name: common.time_fn(_timed(mode, fn, q, k, v, causal, grad), device) * 1e3
-                    for name, fn in fns.items()
-                }
-                work = flops * (1.0 if mode == "forward" else 2.5)
-                for baseline in (n for n in fns if n != "fastlayers"):
-                    rows.append(
-                        common.Result(
-                            op="sdpa" if baseline == first else f"sdpa vs {baseline}",
-                            mode=mode,
-                            config=config,
-                            dtype=str(dtype).removeprefix("torch."),
-                            layout="BHLD",
-                            fl_ms=ms["fastlayers"],
-                            torch_ms=ms[baseline],
-                            work=work,
-                            unit="GFLOP/s" if device == "cpu" else "TFLOP/s",
-                        )
-                    )
-                print(
-                    f"{mode:8s} {config}: " + ", ".join(f"{n} {t:.4g} ms" for n, t in ms.items()),
-                    file=sys.stderr,
-                    flush=True,
-                )
+        for i, case in enumerate(progress.over(OP, cases(device, quick))):
+            compile_baseline = compiled and torch.device(device).type == "cuda" and (i == 0 or not quick)
+            rows += bench_case(device, case, modes, roofline(ceilings, case.dtype), compile_baseline, progress)
     finally:
         fastlayers.set_strict(was_strict)
     return rows

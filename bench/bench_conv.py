@@ -1,17 +1,20 @@
 """conv2d: fastlayers against torch.nn.functional.conv2d (oneDNN on CPU, cuDNN on GPU).
 
 Shapes: the 3x3 and 1x1 convolutions of ResNet-50's four stages (batch 8 on CPU, 32 on
-GPU) and MobileNet's depthwise 3x3 convolutions, NCHW and channels_last. Work per pass:
-2 N K P Q C R S / groups FLOPs; backward counts both gradients (twice the forward). On GPU
-each gradient is timed on its own (grad_input, grad_weight), in bfloat16, plus float32
-forwards of two layers (the SIMT path; torch may use TF32 there). The roofline is a large
-matrix multiply in the same dtype, measured at start.
+GPU) and MobileNet's depthwise 3x3 convolutions, NCHW and channels_last. Modes: forward,
+backward (both gradients of a graph built once) and full (forward + backward). Work per pass:
+2 N K P Q C R S / groups FLOPs; backward counts both gradients (twice the forward), full
+three times. On GPU each gradient is also timed on its own (grad_input, grad_weight, rows of
+the backward mode), in bfloat16, plus float32 forwards of two layers (the SIMT path; torch
+may use TF32 there). torch.compile is no alternative here (it calls cuDNN too). The roofline
+is a large matrix multiply in the rows' dtype, measured at start.
 
-    python bench/bench_conv.py [--device cpu|cuda] [--quick] [--json PATH]
+    python bench/bench_conv.py [--device cpu|cuda] [--quick] [--mode M,..] [--json PATH] [--plot PATH]
 """
 
 import os
 import sys
+from typing import NamedTuple
 
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,6 +26,8 @@ import fastlayers  # noqa: E402
 from bench import common  # noqa: E402
 from fastlayers.ops import conv2d as cv  # noqa: E402
 
+OP = "conv2d"
+MODES = ("forward", "backward", "full")
 # (name, C, K, H, kernel, stride, groups); H = W.
 RESNET = [
     ("res2 3x3", 64, 64, 56, 3, 1, 1),
@@ -42,46 +47,46 @@ DEPTHWISE = [
     ("mbv2 dw 960@7", 960, 960, 7, 3, 1, 960),
 ]
 LAYOUTS = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
+# Rows per mode on GPU: the issue's targets are per gradient there, each its own implicit GEMM.
+CUDA_PASSES = {"forward": ("forward",), "backward": ("grad_input", "grad_weight", "backward"), "full": ("full",)}
+WORK = {"forward": 1, "grad_input": 1, "grad_weight": 1, "backward": 2, "full": 3}  # times the forward's FLOPs
 
 
-def cases(device: str, quick: bool):
-    """(layer, batch, dtype, layouts, modes) on `device`."""
+class Case(NamedTuple):
+    layer: tuple  # an entry of RESNET or DEPTHWISE
+    batch: int
+    dtype: torch.dtype
+    layout: str
+    modes: tuple[str, ...]  # the modes this case is timed in, when asked for
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer[0]} N{self.batch} {str(self.dtype).removeprefix('torch.')} {self.layout}"
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    """The layers benchmarked on `device`, each in its layouts."""
     if device == "cpu":
-        layers = [RESNET[0], RESNET[1], DEPTHWISE[0], DEPTHWISE[2]] if quick else RESNET + DEPTHWISE
-        out = []
-        for layer in layers:
-            modes = ("forward",) if quick or layer[0].endswith("1x1") else ("forward", "backward")
-            out.append((layer, 8, torch.float32, ("NCHW", "channels_last"), modes))
-        return out
-    # The issue's targets are per gradient on GPU: each is its own implicit GEMM there.
-    modes = ("forward", "grad_input", "grad_weight")
+        layers = [RESNET[0], DEPTHWISE[2]] if quick else RESNET + DEPTHWISE
+        return [Case(layer, 8, torch.float32, layout, MODES) for layer in layers for layout in LAYOUTS]
     if quick:
         layers = (RESNET[0], RESNET[1], DEPTHWISE[2])
-        return [(layer, 32, torch.bfloat16, ("channels_last",), modes) for layer in layers]
-    out = [(layer, 32, torch.bfloat16, ("channels_last", "NCHW"), modes) for layer in RESNET + DEPTHWISE]
-    out += [(layer, 32, torch.float32, ("channels_last",), ("forward",)) for layer in RESNET[:2]]
+        return [Case(layer, 32, torch.bfloat16, "channels_last", MODES) for layer in layers]
+    out = [Case(layer, 32, torch.bfloat16, layout, MODES) for layer in RESNET + DEPTHWISE for layout in LAYOUTS]
+    out += [Case(layer, 32, torch.float32, "channels_last", ("forward",)) for layer in RESNET[:2]]
     return out
 
 
-def _timed(mode, conv, x, w, grad_out):
-    if mode == "forward":
-
-        def forward():
-            with torch.no_grad():
-                return conv(x, w)
-
-        return forward
-    xl, wl = x.detach().requires_grad_(), w.detach().requires_grad_()
-    out = conv(xl, wl)
-    wrt = {"backward": (xl, wl), "grad_input": (xl,), "grad_weight": (wl,)}[mode]
-    return lambda: torch.autograd.grad(out, wrt, grad_out, retain_graph=True)
+def roofline(ceilings: common.Ceilings, dtype) -> dict[str, float]:
+    return ceilings.compute_roofline(dtype, common.compute_unit(ceilings.device))
 
 
-def bench_layer(device, layer, batch, dtype, layout, modes, ceiling):
-    name, c, k, h, r, stride, groups = layer
+def bench_case(device, case: Case, modes, roofline, progress) -> list[common.Result]:
+    name, c, k, h, r, stride, groups = case.layer
     pad = r // 2
-    x = torch.randn(batch, c, h, h, device=device, dtype=dtype).contiguous(memory_format=LAYOUTS[layout])
-    w = torch.randn(k, c // groups, r, r, device=device, dtype=dtype) / (c // groups * r * r) ** 0.5
+    x = torch.randn(case.batch, c, h, h, device=device, dtype=case.dtype)
+    x = x.contiguous(memory_format=LAYOUTS[case.layout])
+    w = torch.randn(k, c // groups, r, r, device=device, dtype=case.dtype) / (c // groups * r * r) ** 0.5
 
     def ours(x, w):
         return cv.conv2d(x, w, None, stride, pad, 1, groups)
@@ -94,48 +99,47 @@ def bench_layer(device, layer, batch, dtype, layout, modes, ceiling):
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
     grad_out = torch.randn_like(want)
     p = want.shape[-1]
-    flops = 2.0 * batch * k * p * p * (c // groups) * r * r
-    config = f"{name} N{batch}"
-    dt = str(dtype).removeprefix("torch.")
+    flops = 2.0 * case.batch * k * p * p * (c // groups) * r * r
+    config = f"{name} N{case.batch}"
+    dt = str(case.dtype).removeprefix("torch.")
+    unit = common.compute_unit(device)
+    cuda = torch.device(device).type == "cuda"
     rows = []
-    for mode in modes:
-        ms = {
-            n: common.time_fn(_timed(mode, f, x, w, grad_out), device) * 1e3
-            for n, f in (("fastlayers", ours), ("torch", theirs))
-        }
-        work = flops * (2 if mode == "backward" else 1)
-        unit = "GFLOP/s" if device == "cpu" else "TFLOP/s"
-        rows.append(
-            common.Result("conv2d", mode, config, dt, layout, ms["fastlayers"], ms["torch"], work, unit, ceiling)
-        )
-        print(
-            f"{mode:8s} {config} {dt} {layout}: fastlayers {ms['fastlayers']:.4g} ms, torch {ms['torch']:.4g} ms",
-            file=sys.stderr,
-            flush=True,
-        )
+    for mode in case.modes:
+        if not common.wants(mode, modes):
+            continue
+        for timed in CUDA_PASSES[mode] if cuda else (mode,):
+            fl_ms, torch_ms = (
+                common.time_fn(common.pass_fn(timed, f, (x, w), grad_out), device) * 1e3 for f in (ours, theirs)
+            )
+            row = common.Result(
+                OP, timed, config, dt, case.layout, fl_ms, torch_ms, flops * WORK[timed], unit, roofline
+            )
+            progress.row(row)
+            rows.append(row)
     return rows
 
 
-def run(device: str, quick: bool = False):
+def run(device: str, quick: bool = False, *, modes=None, ceilings=None, progress=None, compiled=True):
+    """All rows for `device` in `modes` (default: all). `ceilings` (a common.Ceilings) is
+    measured here when not given; `compiled` is accepted for a uniform call and unused."""
+    ceilings = ceilings or common.Ceilings(device)
+    progress = progress or common.Progress()
     torch.manual_seed(0)
-    unit = "GFLOP/s" if device == "cpu" else "TFLOP/s"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16  # the roofline's dtype
-    ceiling = {"matmul": common.measure_matmul_rate(device, dtype) / common.UNIT_SCALE[unit]}
     was_strict = fastlayers.is_strict()
     fastlayers.set_strict(True)  # a silent fallback would time torch against itself
     try:
         return [
             row
-            for layer, batch, dt, layouts, modes in cases(device, quick)
-            for layout in layouts
-            for row in bench_layer(device, layer, batch, dt, layout, modes, ceiling)
+            for case in progress.over(OP, cases(device, quick))
+            for row in bench_case(device, case, modes, roofline(ceilings, case.dtype), progress)
         ]
     finally:
         fastlayers.set_strict(was_strict)
 
 
 def main(argv=None):
-    common.main(run, __doc__.splitlines()[0], argv, quick_help="fewer layers, forward only on CPU")
+    common.main(run, __doc__.splitlines()[0], argv, quick_help="fewer layers")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,32 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, compiled CUDA archs, CPU features, ops and their devices")
     sub.add_parser("check", help="cross-check every op against torch on every available device")
+    from fastlayers.cli.bench import MODES, OPS, parse_modes, parse_ops
+
     bench = sub.add_parser("bench", help="benchmark the ops against torch")
-    bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    bench.add_argument("--quick", action="store_true")
-    bench.add_argument("--json", default=None, help="write the results as JSON to this path")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if there is one")
+    bench.add_argument("--quick", action="store_true", help="fewer configurations (about a minute)")
+    bench.add_argument(
+        "--op",
+        type=parse_ops,
+        action="extend",
+        default=None,
+        metavar="OP[,OP..]",
+        help=f"the ops to run, of {', '.join(OPS)} (or the bench file stems); default: all",
+    )
+    bench.add_argument(
+        "--mode",
+        type=parse_modes,
+        action="extend",
+        default=None,
+        metavar="MODE[,MODE..]",
+        help=f"of {', '.join(MODES)} (full = forward + backward); default: all that each op has",
+    )
+    bench.add_argument("--no-compile", action="store_true", help="no torch.compile baselines (they run on CUDA only)")
+    bench.add_argument("--json", default=None, metavar="PATH", help="write the rows and the environment as JSON")
+    bench.add_argument("--plot", default=None, metavar="PATH", help="plot the ratios to PATH (PNG)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("-v", "--verbose", action="store_true", help="print each row as it is timed")
     demo = sub.add_parser(
         "demo", help="the main job: check, train the seed models on the digits, quantize, explain, benchmark"
     )
@@ -33,7 +55,17 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastlayers.cli.bench import run
 
-        return run(device=args.device, quick=args.quick, json_path=args.json)
+        return run(
+            device=args.device,
+            quick=args.quick,
+            json_path=args.json,
+            ops=args.op,
+            modes=args.mode,
+            plot_path=args.plot,
+            compiled=not args.no_compile,
+            progress=not args.no_progress,
+            verbose=args.verbose,
+        )
     if args.command == "demo":
         from fastlayers.cli.demo import run
 
