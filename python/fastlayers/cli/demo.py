@@ -147,7 +147,7 @@ def _explain_pictures(name, model, view, x, y, out):
             lim = float(a.abs().max()) or 1.0
             ax.imshow(
                 a,
-                cmap="hot" if method == "saliency" else "bwr",
+                cmap="Reds" if method == "saliency" else "bwr",
                 alpha=0.55,
                 vmin=0 if method == "saliency" else -lim,
                 vmax=lim,
