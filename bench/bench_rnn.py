@@ -1,13 +1,15 @@
 """RNN: fastlayers.nn.RNN against torch.nn.RNN (its own CPU kernels on CPU, cuDNN on GPU).
 
 Shapes: one tanh layer, sequence 128 (CPU) or 256 (GPU), hidden 256 on CPU and 256, 512,
-1024 on GPU, batch 1, 8 and 64. Modes: forward (no grad), backward (the gradients of every
-parameter and the input, of a graph built once) and full (forward + backward). Work:
-2 T B H (I + H) FLOPs for the forward (the input projection and the recurrence), twice that
-for the backward, three times for full; the roofline is a large matrix multiply in the same
-dtype. On CUDA a second baseline is the recurrence written as a loop over a torch.compile'd
-cell (one input GEMM, then per step a fused GEMM + tanh): torch.compile of nn.RNN itself
-would call cuDNN again (with --quick for the first shape only, to bound the compile time).
+1024 on GPU, batch 1, 8 and 64; and bidirectional layers (both directions in one launch) at
+batch 1 and 8 (CPU: hidden 256 float32; GPU: hidden 512 float16). Modes: forward (no
+grad), backward (the gradients of every parameter and the input, of a graph built once) and
+full (forward + backward). Work: 2 T B D H (I + H) FLOPs (D directions) for the forward (the
+input projection and the recurrence), twice that for the backward, three times for full; the
+roofline is a large matrix multiply in the same dtype. On CUDA a second baseline (one
+direction) is the recurrence written as a loop over a torch.compile'd cell (one input GEMM,
+then per step a fused GEMM + tanh): torch.compile of nn.RNN itself would call cuDNN again
+(with --quick for the first shape only, to bound the compile time).
 
     python bench/bench_rnn.py [--device cpu|cuda] [--quick] [--mode M,..] [--json PATH] [--plot PATH]
 """
@@ -36,10 +38,11 @@ class Case(NamedTuple):
     input_size: int
     hidden: int
     dtype: torch.dtype
+    bidirectional: bool = False
 
     @property
     def config(self) -> str:
-        return f"T{self.seq} B{self.batch} I{self.input_size} H{self.hidden}"
+        return f"T{self.seq} B{self.batch} I{self.input_size} H{self.hidden}" + (" bidir" if self.bidirectional else "")
 
     @property
     def label(self) -> str:
@@ -50,10 +53,12 @@ def cases(device: str, quick: bool) -> list[Case]:
     """The sequences benchmarked on `device`."""
     if device == "cpu":
         batches = (1, 8) if quick else (1, 8, 64)
-        return [Case(128, b, 256, 256, torch.float32) for b in batches]
+        bidir = [] if quick else [Case(128, b, 256, 256, torch.float32, True) for b in (1, 8)]
+        return [Case(128, b, 256, 256, torch.float32) for b in batches] + bidir
     hidden = (256,) if quick else (256, 512, 1024)
     dtypes = (torch.float16,) if quick else (torch.float16, torch.float32)
-    return [Case(256, b, h, h, dt) for dt in dtypes for h in hidden for b in (1, 8, 64)]
+    bidir = [] if quick else [Case(256, b, 512, 512, torch.float16, True) for b in (1, 8)]
+    return [Case(256, b, h, h, dt) for dt in dtypes for h in hidden for b in (1, 8, 64)] + bidir
 
 
 def roofline(ceilings: common.Ceilings, dtype) -> dict[str, float]:
@@ -84,16 +89,17 @@ def compiled_cell_loop(ref: torch.nn.RNN):
 
 
 def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, progress) -> list[common.Result]:
-    seq, batch, isize, hidden, dtype = case
+    seq, batch, isize, hidden, dtype, bidirectional = case
+    dirs = 2 if bidirectional else 1
     torch.manual_seed(0)
-    ref = torch.nn.RNN(isize, hidden, device=device, dtype=dtype)
+    ref = torch.nn.RNN(isize, hidden, device=device, dtype=dtype, bidirectional=bidirectional)
     ours = fastlayers.nn.RNN.from_torch(ref)
     x = torch.randn(seq, batch, isize, device=device, dtype=dtype)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], ref(x)[0], rtol=2e-2, atol=2e-2)
-    grad = torch.randn(seq, batch, hidden, device=device, dtype=dtype)
-    loop = compiled_cell_loop(ref) if compile_baseline else None
-    flops = 2.0 * seq * batch * hidden * (isize + hidden)
+    grad = torch.randn(seq, batch, dirs * hidden, device=device, dtype=dtype)
+    loop = compiled_cell_loop(ref) if compile_baseline and not bidirectional else None
+    flops = 2.0 * seq * batch * dirs * hidden * (isize + hidden)
     dt = str(dtype).removeprefix("torch.")
     unit = common.compute_unit(device)
     rows = []

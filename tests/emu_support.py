@@ -79,9 +79,9 @@ def load():
 
 
 def _op_modules():
-    from fastlayers.ops import attention, conv2d, int8, max_pool2d, positional_encoding, rnn, softmax
+    from fastlayers.ops import attention, conv2d, dropout, int8, max_pool2d, positional_encoding, rnn, softmax
 
-    return [attention, conv2d, int8, max_pool2d, positional_encoding, rnn, softmax]
+    return [attention, conv2d, dropout, int8, max_pool2d, positional_encoding, rnn, softmax]
 
 
 @contextlib.contextmanager

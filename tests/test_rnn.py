@@ -233,6 +233,75 @@ def test_opcheck_cpu(reverse):
     )
 
 
+def _bidir_inputs(dtype, device, h=5, seed=1):
+    """Inputs of the two-direction form: xw [rows, 2h], h0 [2, B, h], w [2, h, h], b [2, h]."""
+    g = torch.Generator().manual_seed(seed)
+    bs = torch.tensor([3, 3, 2, 1])
+    rows = int(bs.sum())
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
+
+    return rnd(rows, 2 * h), bs, rnd(2, 3, h), rnd(2, h, h, scale=h**-0.5), rnd(2, h)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_both_directions_in_one_call_equal_two_calls(device, relu):
+    """The two-direction form (one launch) gives the bits of two one-direction calls, the
+    second reversed, forward and backward."""
+    dev = torch_device(device)
+    dtype = torch.float32
+    xw, bs, h0, w, b = _bidir_inputs(dtype, dev)
+    h = w.shape[-1]
+    go, ghn = torch.randn_like(xw), torch.randn_like(h0)
+    out, hn = R._rec(xw, bs, h0, w, b, relu, False)
+    grads = R._rec_backward(go, ghn, out, h0, w, bs, relu, False)
+    parts, part_grads = [], []
+    for d in range(2):
+        cols = slice(d * h, (d + 1) * h)
+        o, n = R._rec(xw[:, cols].contiguous(), bs, h0[d], w[d], b[d], relu, d == 1)
+        parts.append((o, n))
+        part_grads.append(R._rec_backward(go[:, cols].contiguous(), ghn[d], o, h0[d], w[d], bs, relu, d == 1))
+    assert out.shape == xw.shape and hn.shape == h0.shape
+    assert torch.equal(out, torch.cat([p[0] for p in parts], 1))
+    assert torch.equal(hn, torch.stack([p[1] for p in parts]))
+    gz, gh0, gw, gb = grads
+    assert torch.equal(gz, torch.cat([g[0] for g in part_grads], 1))
+    for got, i in ((gh0, 1), (gw, 2), (gb, 3)):
+        torch.testing.assert_close(got, torch.stack([g[i] for g in part_grads]), rtol=1e-6, atol=1e-6)
+
+
+def test_gradcheck_both_directions_cpu_float64():
+    xw, bs, h0, w, b = _bidir_inputs(torch.float64, "cpu")
+    leaves = [t.requires_grad_() for t in (xw, h0, w, b)]
+    assert torch.autograd.gradcheck(lambda *a: R._rec(a[0], bs, a[1], a[2], a[3], False, False), leaves)
+
+
+def test_opcheck_both_directions_cpu():
+    xw, bs, h0, w, b = _bidir_inputs(torch.float32, "cpu")
+    for t in (xw, h0, w, b):
+        t.requires_grad_()
+    torch.library.opcheck(R._rec, (xw, bs, h0, w, b, True, False))
+    out, hn = R._rec(xw, bs, h0, w, b, True, False)
+    torch.library.opcheck(
+        R._rec_backward,
+        (torch.randn_like(out), None, out.detach(), h0.detach(), w.detach(), bs, True, False),
+    )
+
+
+def test_both_directions_shape_errors():
+    xw, bs, h0, w, b = _bidir_inputs(torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="weight_hh must be"):
+        R._rec(xw, bs, h0, torch.randn(3, 5, 5), b, False, False)
+    with pytest.raises(RuntimeError, match="h0 must be"):
+        R._rec(xw, bs, h0[0], w, b, False, False)
+    with pytest.raises(RuntimeError, match="input_proj must be"):
+        R._rec(xw[:, :5], bs, h0, w, b, False, False)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        R._rec(xw, bs, h0, w, b[0], False, False)
+
+
 def test_torch_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     m = fastlayers.nn.RNN(4, 16, num_layers=2, bidirectional=True, batch_first=True)
@@ -274,6 +343,18 @@ def test_dropout_between_layers_is_inverted_dropout():
     m.eval()
     again, _ = m(x)
     assert torch.equal(again, clean)
+    # The masks come from torch's generator (through the seed passed to the op): the same seed
+    # gives the same output, eager or compiled without graph breaks; the next draw differs.
+    m.train()
+    torch.manual_seed(5)
+    first, _ = m(x)
+    torch.manual_seed(5)
+    assert torch.equal(m(x)[0], first)
+    assert not torch.equal(m(x)[0], first)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    torch.manual_seed(5)
+    assert torch.equal(compiled(x)[0], first)
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_layers=2, bidirectional=True, nonlinearity="relu", bias=False)])

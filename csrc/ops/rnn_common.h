@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -15,7 +16,9 @@
 namespace fl {
 namespace ops {
 
-// Validates and returns the shape (dtype set).
+// Validates and returns the shape (dtype set). One direction: weight_hh [H, H], h0 [B, H],
+// bias [H]; or with a leading directions dimension (1 or 2; 2 = both directions in one
+// launch): weight_hh [D, H, H], h0 [D, B, H], bias [D, H]. input_proj is [rows, D H].
 inline RnnShape rnn_shape(const at::Tensor& input_proj, const at::Tensor& batch_sizes,
                           const at::Tensor& h0, const at::Tensor& weight_hh,
                           const std::optional<at::Tensor>& bias, bool relu, bool reverse,
@@ -24,18 +27,28 @@ inline RnnShape rnn_shape(const at::Tensor& input_proj, const at::Tensor& batch_
                   batch_sizes.device().is_cpu(),
               op, ": batch_sizes must be a 1-D int64 CPU tensor, got ", batch_sizes.dim(), "-D ",
               batch_sizes.scalar_type(), " on ", batch_sizes.device());
-  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D [batch, hidden_size], got ", h0.sizes());
-  TORCH_CHECK(
-      weight_hh.dim() == 2 && weight_hh.size(0) == h0.size(1) && weight_hh.size(1) == h0.size(1),
-      op, ": weight_hh must be [hidden_size, hidden_size] = [", h0.size(1), ", ", h0.size(1),
-      "], got ", weight_hh.sizes());
-  TORCH_CHECK(input_proj.dim() == 2 && input_proj.size(1) == h0.size(1), op,
-              ": input_proj must be 2-D [rows, hidden_size = ", h0.size(1), "], got ",
+  TORCH_CHECK(weight_hh.dim() == 2 ||
+                  (weight_hh.dim() == 3 && (weight_hh.size(0) == 1 || weight_hh.size(0) == 2)),
+              op,
+              ": weight_hh must be [hidden_size, hidden_size] or [directions (1 or 2), "
+              "hidden_size, hidden_size], got ",
+              weight_hh.sizes());
+  const bool stacked = weight_hh.dim() == 3;
+  const int64_t D = stacked ? weight_hh.size(0) : 1, H = weight_hh.size(-1);
+  TORCH_CHECK(weight_hh.size(-2) == H, op,
+              ": weight_hh must be square in its last two dimensions, got ", weight_hh.sizes());
+  TORCH_CHECK(h0.dim() == weight_hh.dim() && h0.size(-1) == H && (!stacked || h0.size(0) == D), op,
+              ": h0 must be ",
+              stacked ? "[directions, batch, hidden_size] = [" : "[batch, hidden_size = ",
+              stacked ? std::to_string(D) + ", batch, " : std::string(), H, "], got ", h0.sizes());
+  TORCH_CHECK(input_proj.dim() == 2 && input_proj.size(1) == D * H, op,
+              ": input_proj must be 2-D [rows, directions * hidden_size = ", D * H, "], got ",
               input_proj.sizes());
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias)
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == h0.size(1), op, ": bias must be [", h0.size(1),
-                "], got ", bias->sizes());
+    TORCH_CHECK(bias->sizes() == weight_hh.sizes().slice(0, weight_hh.dim() - 1), op,
+                ": bias must be ", weight_hh.sizes().slice(0, weight_hh.dim() - 1), ", got ",
+                bias->sizes());
   check_same_device({{"input_proj", input_proj}, {"h0", h0}, {"weight_hh", weight_hh}}, op);
   if (has_bias) check_same_device({{"input_proj", input_proj}, {"bias", *bias}}, op);
   for (const auto& [name, t] :
@@ -49,12 +62,13 @@ inline RnnShape rnn_shape(const at::Tensor& input_proj, const at::Tensor& batch_
                 bias->scalar_type());
   RnnShape s{};
   s.T = batch_sizes.size(0);
-  s.B = h0.size(0);
-  s.H = h0.size(1);
+  s.B = h0.size(-2);
+  s.H = H;
   s.rows = input_proj.size(0);
   s.relu = relu;
   s.reverse = reverse;
   s.dtype = to_dtype(input_proj.scalar_type(), op);
+  s.dirs = D;
   const int64_t* bs = batch_sizes.data_ptr<int64_t>();
   int64_t total = 0;
   for (int64_t t = 0; t < s.T; ++t) {
@@ -81,16 +95,17 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_impl(
   const at::Tensor x = input_proj.contiguous(), h = h0.contiguous(), w = weight_hh.contiguous();
   const bool has_bias = bias.has_value() && bias->defined();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({s.rows, s.H}, x.options());
+  at::Tensor out = at::empty({s.rows, s.row_width()}, x.options());
   if (s.T == 0 || s.B == 0 || s.H == 0) return {out, h.clone()};
-  at::Tensor hn = at::empty({s.B, s.H}, x.options());
+  at::Tensor hn = at::empty_like(h);
   launch(RnnFwdParams{s, batch_sizes.data_ptr<int64_t>(), x.data_ptr(), h.data_ptr(), w.data_ptr(),
                       has_bias ? b.data_ptr() : nullptr, out.data_ptr(), hn.data_ptr()});
   return {out, hn};
 }
 
-// For each packed row, the row of cat([h0, output]) that held its previous hidden state.
-inline at::Tensor previous_rows(const RnnShape& s, const int64_t* bs) {
+// For each packed row, the row of cat([h0, output]) (one direction's) that held its previous
+// hidden state in a direction running in reverse or not.
+inline at::Tensor previous_rows(const RnnShape& s, const int64_t* bs, bool reverse) {
   at::Tensor idx = at::empty({s.rows}, at::kLong);
   int64_t* p = idx.data_ptr<int64_t>();
   std::vector<int64_t> off(s.T + 1, 0);
@@ -99,7 +114,7 @@ inline at::Tensor previous_rows(const RnnShape& s, const int64_t* bs) {
     const int64_t later = t + 1 < s.T ? bs[t + 1] : 0;
     for (int64_t b = 0; b < bs[t]; ++b) {
       int64_t src;
-      if (!s.reverse)
+      if (!reverse)
         src = t == 0 ? b : s.B + off[t - 1] + b;
       else
         src = b >= later ? b : s.B + off[t + 1] + b;
@@ -132,24 +147,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_impl(
                 op, ": grad_hn must match h0 (", h0.sizes(), ", ", h0.scalar_type(), "), got ",
                 grad_hn->sizes(), ", ", grad_hn->scalar_type());
   const auto opts = output.options();
-  at::Tensor gz = at::empty({s.rows, s.H}, opts);
+  at::Tensor gz = at::empty({s.rows, s.row_width()}, opts);
+  const auto bias_shape = weight_hh.sizes().slice(0, weight_hh.dim() - 1);
   if (s.T == 0 || s.B == 0 || s.H == 0) {
-    at::Tensor gh0 = has_ghn ? grad_hn->clone() : at::zeros({s.B, s.H}, opts);
-    return {gz, gh0, at::zeros({s.H, s.H}, opts), at::zeros({s.H}, opts)};
+    at::Tensor gh0 = has_ghn ? grad_hn->clone() : at::zeros_like(h0);
+    return {gz, gh0, at::zeros_like(weight_hh), at::zeros(bias_shape, opts)};
   }
-  at::Tensor gh0 = at::empty({s.B, s.H}, opts);
+  at::Tensor gh0 = at::empty(h0.sizes(), opts);
   const at::Tensor go = has_go ? grad_output->contiguous() : at::Tensor();
   const at::Tensor ghn = has_ghn ? grad_hn->contiguous() : at::Tensor();
   const at::Tensor out = output.contiguous(), w = weight_hh.contiguous();
   launch(RnnBwdParams{s, batch_sizes.data_ptr<int64_t>(), has_go ? go.data_ptr() : nullptr,
                       has_ghn ? ghn.data_ptr() : nullptr, out.data_ptr(), w.data_ptr(),
                       gz.data_ptr(), gh0.data_ptr()});
-  // dW_hh = dz^T h_prev over every row; dbias = the column sums of dz.
-  const at::Tensor prev =
-      at::cat({h0.contiguous(), out}, 0)
-          .index_select(0, previous_rows(s, batch_sizes.data_ptr<int64_t>()).to(output.device()));
-  at::Tensor gw = at::mm(gz.t(), prev);
-  at::Tensor gb = gz.sum(0);
+  // Per direction: dW_hh = dz^T h_prev over every row; dbias = the column sums of dz.
+  const at::Tensor h = h0.contiguous().view({s.dirs, s.B, s.H});
+  std::vector<at::Tensor> gws;
+  for (int64_t d = 0; d < s.dirs; ++d) {
+    const at::Tensor rows =
+        previous_rows(s, batch_sizes.data_ptr<int64_t>(), s.reversed(d)).to(output.device());
+    const at::Tensor prev = at::cat({h[d], out.narrow(1, d * s.H, s.H)}, 0).index_select(0, rows);
+    gws.push_back(at::mm(gz.narrow(1, d * s.H, s.H).t(), prev));
+  }
+  at::Tensor gw = (s.dirs == 1 ? gws[0] : at::stack(gws, 0)).view(weight_hh.sizes());
+  at::Tensor gb = gz.sum(0).view(bias_shape);
   return {gz, gh0, gw, gb};
 }
 

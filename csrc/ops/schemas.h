@@ -66,6 +66,9 @@ inline void define_schemas(torch::Library& m) {
   m.def("softmax_backward(Tensor grad_output, Tensor output, int dim) -> Tensor");
   // x + the sinusoidal encoding of each position along seq_dim (features: the last dim).
   m.def("positional_encoding(Tensor self, int seq_dim) -> Tensor");
+  // input * mask / (1 - p), the mask drawn from the Philox stream seed_offset (int64 [2]:
+  // seed, offset) over the input's elements in logical order (fastlayers/dropout.h).
+  m.def("dropout(Tensor input, float p, Tensor seed_offset) -> Tensor");
   // Int8 GEMM (fastlayers/int8_gemm.h): a [M, K] int8 x b [N, K] int8 (nn.Linear's weight
   // layout) -> int32 [M, N]; int8_linear fuses out = c * a_scale[:, None] * b_scale[None, :]
   // + bias, cast to out_dtype.

@@ -6,11 +6,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(FL_EMU)
-#define FL_HOST_DEVICE __host__ __device__
-#else
-#define FL_HOST_DEVICE
-#endif
+#include "fastlayers/types.h"
 
 namespace fl {
 

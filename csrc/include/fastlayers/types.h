@@ -7,6 +7,14 @@
 #include <limits>
 #include <stdexcept>
 
+// Functions of the kernel headers that device code calls too (the emulator compiles device
+// code as plain C++, so it needs no annotation there).
+#if defined(__CUDACC__)
+#define FL_HOST_DEVICE __host__ __device__
+#else
+#define FL_HOST_DEVICE
+#endif
+
 namespace fl {
 
 // Element types the kernels are instantiated for. The glue maps at::ScalarType onto it.

@@ -46,6 +46,8 @@ using Vec = typename VecOf<U>::type;
 
 // A step is run in parallel over column blocks from this many multiply-adds on.
 constexpr int64_t kParallelWork = int64_t(1) << 18;
+// Two directions run side by side, a thread each, below this many multiply-adds per step.
+constexpr int64_t kDirectionsSideBySide = int64_t(1) << 21;
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
@@ -184,35 +186,37 @@ void load_row(const T* src, U* dst, int64_t H, int64_t ld) {
   for (int64_t j = H; j < ld; ++j) dst[j] = U(0);
 }
 
+// Direction d of the forward.
 template <typename T>
-void forward(const RnnFwdParams& p, const ParallelFor& pfor) {
+void forward_dir(const RnnFwdParams& p, int64_t d, const ParallelFor& pfor) {
   using U = acc_t<T>;
   const RnnShape& s = p.s;
-  const int64_t H = s.H, B = s.B, ld = round_up(H, kLanes);
-  const T* w = static_cast<const T*>(p.w_hh);
+  const int64_t H = s.H, B = s.B, X = s.row_width(), ld = round_up(H, kLanes);
+  const bool reverse = s.reversed(d);
+  const T* w = static_cast<const T*>(p.w_hh) + d * H * H;
   std::vector<U> m(H * ld, U(0)), bias(ld, U(0)), cur(B * ld), next(B * ld);
   for (int64_t j = 0; j < H; ++j)
     for (int64_t k = 0; k < H; ++k) m[k * ld + j] = load(w + j * H + k);  // W_hh^T
-  if (p.bias) load_row(static_cast<const T*>(p.bias), bias.data(), H, ld);
-  const T* h0 = static_cast<const T*>(p.h0);
-  const T* xw = static_cast<const T*>(p.xw);
-  T* out = static_cast<T*>(p.out);
-  T* hn = static_cast<T*>(p.h_n);
+  if (p.bias) load_row(static_cast<const T*>(p.bias) + d * H, bias.data(), H, ld);
+  const T* h0 = static_cast<const T*>(p.h0) + d * B * H;
+  const T* xw = static_cast<const T*>(p.xw) + d * H;  // rows X wide
+  T* out = static_cast<T*>(p.out) + d * H;
+  T* hn = static_cast<T*>(p.h_n) + d * B * H;
   const auto off = row_offsets(s, p.batch_sizes);
-  if (!s.reverse)
+  if (!reverse)
     for (int64_t b = 0; b < B; ++b) load_row(h0 + b * H, cur.data() + b * ld, H, ld);
   for (int64_t i = 0; i < s.T; ++i) {
-    const int64_t t = s.reverse ? s.T - 1 - i : i;
+    const int64_t t = reverse ? s.T - 1 - i : i;
     const int64_t n = p.batch_sizes[t], later = t + 1 < s.T ? p.batch_sizes[t + 1] : 0;
-    if (s.reverse)  // entries whose last step is t start here
+    if (reverse)  // entries whose last step is t start here
       for (int64_t b = later; b < n; ++b) load_row(h0 + b * H, cur.data() + b * ld, H, ld);
     rows_times(cur.data(), m.data(), next.data(), n, H, ld, pfor);
     auto epilogue = [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
-        const T* x = xw + (off[t] + b) * H;
-        T* o = out + (off[t] + b) * H;
+        const T* x = xw + (off[t] + b) * X;
+        T* o = out + (off[t] + b) * X;
         U* st = next.data() + b * ld;
-        const bool final = s.reverse ? t == 0 : b >= later;
+        const bool final = reverse ? t == 0 : b >= later;
         for (int64_t j = 0; j < H; j += kLanes) {
           const int64_t len = std::min(kLanes, H - j);
           Vec<U> v = vload(st + j) + load_part<T, U>(x + j, len) + vload(bias.data() + j);
@@ -231,27 +235,30 @@ void forward(const RnnFwdParams& p, const ParallelFor& pfor) {
   }
 }
 
+// Direction d of the backward.
 template <typename T>
-void backward(const RnnBwdParams& p, const ParallelFor& pfor) {
+void backward_dir(const RnnBwdParams& p, int64_t d, const ParallelFor& pfor) {
   using U = acc_t<T>;
   const RnnShape& s = p.s;
-  const int64_t H = s.H, B = s.B, ld = round_up(H, kLanes);
-  const T* w = static_cast<const T*>(p.w_hh);
+  const int64_t H = s.H, B = s.B, X = s.row_width(), ld = round_up(H, kLanes);
+  const bool reverse = s.reversed(d);
+  const T* w = static_cast<const T*>(p.w_hh) + d * H * H;
   std::vector<U> m(H * ld, U(0)), dh(B * ld, U(0)), dz(B * ld, U(0)), dh_next(B * ld);
   for (int64_t j = 0; j < H; ++j)
     for (int64_t k = 0; k < H; ++k) m[j * ld + k] = load(w + j * H + k);  // W_hh
-  const T* go = static_cast<const T*>(p.grad_out);
-  const T* ghn = static_cast<const T*>(p.grad_hn);
-  const T* out = static_cast<const T*>(p.out);
-  T* gz = static_cast<T*>(p.grad_z);
-  T* gh0 = static_cast<T*>(p.grad_h0);
+  // Rows of go, out and gz are X wide; the [B, H] blocks are direction d's.
+  const T* go = p.grad_out ? static_cast<const T*>(p.grad_out) + d * H : nullptr;
+  const T* ghn = p.grad_hn ? static_cast<const T*>(p.grad_hn) + d * B * H : nullptr;
+  const T* out = static_cast<const T*>(p.out) + d * H;
+  T* gz = static_cast<T*>(p.grad_z) + d * H;
+  T* gh0 = static_cast<T*>(p.grad_h0) + d * B * H;
   const auto off = row_offsets(s, p.batch_sizes);
   // The backward visits the steps in the opposite order of the forward.
   for (int64_t i = 0; i < s.T; ++i) {
-    const int64_t t = s.reverse ? i : s.T - 1 - i;
+    const int64_t t = reverse ? i : s.T - 1 - i;
     const int64_t n = p.batch_sizes[t], later = t + 1 < s.T ? p.batch_sizes[t + 1] : 0;
     // Entries whose forward ended at step t take grad_hn here.
-    const int64_t first = s.reverse ? (t == 0 ? 0 : n) : later;
+    const int64_t first = reverse ? (t == 0 ? 0 : n) : later;
     for (int64_t b = first; b < n; ++b) {
       if (ghn)
         load_row(ghn + b * H, dh.data() + b * ld, H, ld);
@@ -261,14 +268,14 @@ void backward(const RnnBwdParams& p, const ParallelFor& pfor) {
     auto pointwise = [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t row = off[t] + b;
-        U* d = dz.data() + b * ld;
+        U* dzb = dz.data() + b * ld;
         for (int64_t j = 0; j < H; j += kLanes) {
           const int64_t len = std::min(kLanes, H - j);
           Vec<U> g = vload(dh.data() + b * ld + j);
-          if (go) g += load_part<T, U>(go + row * H + j, len);
-          const Vec<U> v = g * act_grad_v<U>(load_part<T, U>(out + row * H + j, len), s.relu);
-          vstore(d + j, v);
-          store_part<T, U>(gz + row * H + j, v, len);
+          if (go) g += load_part<T, U>(go + row * X + j, len);
+          const Vec<U> v = g * act_grad_v<U>(load_part<T, U>(out + row * X + j, len), s.relu);
+          vstore(dzb + j, v);
+          store_part<T, U>(gz + row * X + j, v, len);
         }
       }
     };
@@ -278,21 +285,41 @@ void backward(const RnnBwdParams& p, const ParallelFor& pfor) {
       pointwise(0, n);
     rows_times(dz.data(), m.data(), dh_next.data(), n, H, ld, pfor);
     // Entries whose forward started at step t: dh is the gradient of h0.
-    const int64_t from = s.reverse ? later : (t == 0 ? 0 : n);
+    const int64_t from = reverse ? later : (t == 0 ? 0 : n);
     for (int64_t b = from; b < n; ++b)
       for (int64_t j = 0; j < H; ++j) store(gh0 + b * H + j, dh_next[b * ld + j]);
     std::swap(dh, dh_next);
   }
 }
 
+// Runs run(d, pfor) for each direction. Two directions whose steps are too small to split
+// run side by side, each on one thread (a step's work is serial then, and the directions are
+// independent); larger ones one after the other, each step in parallel.
+template <typename Run>
+void each_direction(const RnnShape& s, const ParallelFor& pfor, Run&& run) {
+  if (s.dirs == 2 && s.B * s.H * round_up(s.H, kLanes) < kDirectionsSideBySide) {
+    pfor(0, 2, 1, [&](int64_t d0, int64_t d1) {
+      for (int64_t d = d0; d < d1; ++d) run(d, ParallelFor(serial_for));
+    });
+    return;
+  }
+  for (int64_t d = 0; d < s.dirs; ++d) run(d, pfor);
+}
+
 }  // namespace
 
 void rnn_forward(const RnnFwdParams& p, const ParallelFor& pfor) {
-  dispatch_cpu_types(p.s.dtype, [&](auto tag) { forward<decltype(tag)>(p, pfor); });
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) {
+    each_direction(p.s, pfor,
+                   [&](int64_t d, const ParallelFor& f) { forward_dir<decltype(tag)>(p, d, f); });
+  });
 }
 
 void rnn_backward(const RnnBwdParams& p, const ParallelFor& pfor) {
-  dispatch_cpu_types(p.s.dtype, [&](auto tag) { backward<decltype(tag)>(p, pfor); });
+  dispatch_cpu_types(p.s.dtype, [&](auto tag) {
+    each_direction(p.s, pfor,
+                   [&](int64_t d, const ParallelFor& f) { backward_dir<decltype(tag)>(p, d, f); });
+  });
 }
 
 }  // namespace FL_ISA_NS

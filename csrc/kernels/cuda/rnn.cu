@@ -9,15 +9,18 @@
 //            entry still running takes dh = r, one that ended (its first forward step was
 //            the previous phase's) gets grad_h0[b] = r; new entries take dh = grad_hn[b];
 //            then dz_t[b] = (grad_out_t[b] + dh) act'(out_t[b])
-// States are kept in float ping-pong buffers [2, B, H] (the workspace), so nothing is
-// rounded to the storage type between steps.
+// States are kept in float ping-pong buffers [2, B, H] per direction (the workspace), so
+// nothing is rounded to the storage type between steps. Both directions of a bidirectional
+// layer run in the same launch, each on its own blocks (or tiles), in lockstep: phase i of
+// the reverse direction is its step T - 1 - i.
 //
 // A block computes 32 columns (a lane each) of 8 rows of a phase; its 8 warps split the
 // reduction over k (k = warp mod 8) and meet in shared memory. Two drivers:
-// - rnn_persistent: one cooperative launch for the whole sequence; block j owns columns
-//   [32 j, 32 j + 32) and keeps that slice of m ([H, 32] floats) in shared memory for every
-//   phase, with one grid-wide barrier per phase. Used when ceil(H / 32) blocks fit on the
-//   device at once and the slice fits in shared memory (H <= 1700 or so).
+// - rnn_persistent: one cooperative launch for the whole sequence; block (d, j) owns
+//   columns [32 j, 32 j + 32) of direction d and keeps that slice of its m ([H, 32] floats)
+//   in shared memory for every phase, with one grid-wide barrier per phase. Used when
+//   directions * ceil(H / 32) blocks fit on the device at once and the slice fits in shared
+//   memory (H <= 1700 or so).
 // - rnn_phase: a launch per phase reading m from global memory (L2): the fallback.
 // Offsets are int64; every result has one writer (deterministic).
 
@@ -42,7 +45,7 @@ struct RnnArgs {
   RnnShape s;
   const int64_t* bs;   // [T], device
   const int64_t* off;  // [T + 1] row offsets, device
-  const float* m;      // [H, H]
+  const float* m;      // [dirs, H, H]
   // forward
   const void* xw;
   const void* h0;
@@ -55,7 +58,7 @@ struct RnnArgs {
   const void* fwd_out;  // the forward's output
   void* grad_z;
   void* grad_h0;
-  float* state;  // [2, B, H] ping-pong
+  float* state;  // [dirs, 2, B, H] ping-pong
 };
 
 // The step of phase i, the step of the phase before (or -1), and their row counts.
@@ -63,11 +66,11 @@ struct Phase {
   int64_t t, n, prev_t, prev_n;
 };
 
-__device__ __forceinline__ Phase phase_of(const RnnArgs& a, int64_t i, bool fwd) {
+__device__ __forceinline__ Phase phase_of(const RnnArgs& a, int64_t i, bool fwd, int64_t d) {
   const RnnShape& s = a.s;
   // The forward visits t = 0 .. T-1 (reverse: T-1 .. 0); the backward the other way, with a
   // last phase (t = -1, no rows) that only hands the final rows their grad_h0.
-  const bool ascending = fwd != s.reverse;
+  const bool ascending = fwd != s.reversed(d);
   auto step = [&](int64_t k) -> int64_t {
     if (k < 0 || k >= s.T) return -1;
     return ascending ? k : s.T - 1 - k;
@@ -85,18 +88,21 @@ __device__ __forceinline__ float act(float v, bool relu) {
   return tanhf(v);
 }
 
-// The 32-column, 8-row tile (jt, rb) of phase i. m is read at m[k * ldm + c], c the column
-// within the tile (a shared-memory slice: ldm = 32) or at m + 32 jt (global: ldm = H).
+// The 32-column, 8-row tile (jt, rb) of phase i of direction d. m is direction d's, read at
+// m[k * ldm + c], c the column within the tile (a shared-memory slice: ldm = 32) or at
+// m + 32 jt (global: ldm = H).
 template <typename T, bool kFwd>
-__device__ void run_tile(const RnnArgs& a, int64_t i, int64_t jt, int64_t rb, const float* m,
-                         int64_t ldm, float (*part)[kRows][kCols + 1]) {
+__device__ void run_tile(const RnnArgs& a, int64_t d, int64_t i, int64_t jt, int64_t rb,
+                         const float* m, int64_t ldm, float (*part)[kRows][kCols + 1]) {
   const RnnShape& s = a.s;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t H = s.H, j = jt * kCols + lane;
-  const Phase ph = phase_of(a, i, kFwd);
+  const Phase ph = phase_of(a, i, kFwd, d);
   const int64_t rows = kFwd ? ph.n : ph.prev_n;  // rows of the matrix product
-  const float* prev = a.state + ((i + 1) % 2) * s.B * H;
-  float* cur = a.state + (i % 2) * s.B * H;
+  const float* prev = a.state + (2 * d + (i + 1) % 2) * s.B * H;
+  float* cur = a.state + (2 * d + i % 2) * s.B * H;
+  // Direction d's [B, H] blocks, and its columns of the packed rows (X wide).
+  const int64_t X = s.row_width(), bh = d * s.B * H, col = d * H + j;
   const int64_t b0 = rb * kRows;
   // Partial products over k = warp, warp + 8, ...
   float acc[kRows] = {};
@@ -109,7 +115,7 @@ __device__ void run_tile(const RnnArgs& a, int64_t i, int64_t jt, int64_t rb, co
         if (b >= rows) break;
         float x;
         if (kFwd && b >= ph.prev_n)  // an entry starting at this step: h0
-          x = to_f(static_cast<const T*>(a.h0)[b * H + k]);
+          x = to_f(static_cast<const T*>(a.h0)[bh + b * H + k]);
         else
           x = __ldcg(prev + b * H + k);  // written by other blocks in the last phase
         acc[r] += x * mv;
@@ -129,33 +135,34 @@ __device__ void run_tile(const RnnArgs& a, int64_t i, int64_t jt, int64_t rb, co
   if constexpr (kFwd) {
     if (b >= ph.n) return;
     const int64_t row = a.off[ph.t] + b;
-    v += to_f(static_cast<const T*>(a.xw)[row * H + j]);
-    if (a.bias) v += to_f(static_cast<const T*>(a.bias)[j]);
+    v += to_f(static_cast<const T*>(a.xw)[row * X + col]);
+    if (a.bias) v += to_f(static_cast<const T*>(a.bias)[d * H + j]);
     v = act(v, s.relu);
     cur[b * H + j] = v;
-    static_cast<T*>(a.out)[row * H + j] = from_f<T>(v);
+    static_cast<T*>(a.out)[row * X + col] = from_f<T>(v);
     const int64_t later = ph.t + 1 < s.T ? a.bs[ph.t + 1] : 0;
-    if (s.reverse ? ph.t == 0 : b >= later) static_cast<T*>(a.h_n)[b * H + j] = from_f<T>(v);
+    if (s.reversed(d) ? ph.t == 0 : b >= later)
+      static_cast<T*>(a.h_n)[bh + b * H + j] = from_f<T>(v);
   } else {
     // Rows of the last phase that this phase does not continue: their first forward step
     // was the last phase's, so v is their grad_h0.
-    if (b < ph.prev_n && b >= ph.n) static_cast<T*>(a.grad_h0)[b * H + j] = from_f<T>(v);
+    if (b < ph.prev_n && b >= ph.n) static_cast<T*>(a.grad_h0)[bh + b * H + j] = from_f<T>(v);
     if (b >= ph.n) return;
     float dh = v;
     if (b >= ph.prev_n)  // an entry whose forward ended at this step
-      dh = a.grad_hn ? to_f(static_cast<const T*>(a.grad_hn)[b * H + j]) : 0.f;
+      dh = a.grad_hn ? to_f(static_cast<const T*>(a.grad_hn)[bh + b * H + j]) : 0.f;
     const int64_t row = a.off[ph.t] + b;
-    if (a.grad_out) dh += to_f(static_cast<const T*>(a.grad_out)[row * H + j]);
-    const float y = to_f(static_cast<const T*>(a.fwd_out)[row * H + j]);
+    if (a.grad_out) dh += to_f(static_cast<const T*>(a.grad_out)[row * X + col]);
+    const float y = to_f(static_cast<const T*>(a.fwd_out)[row * X + col]);
     const float dz = dh * (s.relu ? (y > 0.f ? 1.f : 0.f) : 1.f - y * y);
     cur[b * H + j] = dz;
-    static_cast<T*>(a.grad_z)[row * H + j] = from_f<T>(dz);
+    static_cast<T*>(a.grad_z)[row * X + col] = from_f<T>(dz);
   }
 }
 
 // Row groups of a phase: enough for every row either phase of the pair may touch.
-__device__ __forceinline__ int64_t row_groups(const RnnArgs& a, int64_t i, bool fwd) {
-  const Phase ph = phase_of(a, i, fwd);
+__device__ __forceinline__ int64_t row_groups(const RnnArgs& a, int64_t i, bool fwd, int64_t d) {
+  const Phase ph = phase_of(a, i, fwd, d);
   const int64_t rows = ph.n > ph.prev_n ? ph.n : ph.prev_n;
   return (rows + kRows - 1) / kRows;
 }
@@ -163,25 +170,33 @@ __device__ __forceinline__ int64_t row_groups(const RnnArgs& a, int64_t i, bool 
 template <typename T, bool kFwd>
 __global__ void __launch_bounds__(kThreads) rnn_phase(RnnArgs a, int64_t i) {
   __shared__ float part[kWarps][kRows][kCols + 1];
-  const int64_t jts = (a.s.H + kCols - 1) / kCols, tiles = jts * row_groups(a, i, kFwd);
-  for (int64_t w = blockIdx.x; w < tiles; w += gridDim.x)
-    run_tile<T, kFwd>(a, i, w % jts, w / jts, a.m + (w % jts) * kCols, a.s.H, part);
+  // Tiles (d, rb, jt), rb over the row groups of the whole batch; those past direction d's
+  // rows in this phase are skipped.
+  const int64_t H = a.s.H, jts = (H + kCols - 1) / kCols, groups = (a.s.B + kRows - 1) / kRows;
+  const int64_t per_dir = jts * groups, tiles = a.s.dirs * per_dir;
+  for (int64_t w = blockIdx.x; w < tiles; w += gridDim.x) {
+    const int64_t d = w / per_dir, jt = w % per_dir % jts, rb = w % per_dir / jts;
+    if (rb >= row_groups(a, i, kFwd, d)) continue;
+    run_tile<T, kFwd>(a, d, i, jt, rb, a.m + d * H * H + jt * kCols, H, part);
+  }
 }
 
 template <typename T, bool kFwd>
 __global__ void __launch_bounds__(kThreads) rnn_persistent(RnnArgs a) {
   __shared__ float part[kWarps][kRows][kCols + 1];
   FL_DYNAMIC_SHARED(float, slice);  // [H, 32]: columns 32 jt .. of m
-  const int64_t H = a.s.H, jt = blockIdx.x;
+  const int64_t H = a.s.H, jts = (H + kCols - 1) / kCols;
+  const int64_t d = blockIdx.x / jts, jt = blockIdx.x % jts;  // direction, column tile
+  const float* m = a.m + d * H * H;
   for (int64_t e = threadIdx.x; e < H * kCols; e += kThreads) {
     const int64_t k = e / kCols, c = e % kCols, j = jt * kCols + c;
-    slice[e] = j < H ? a.m[k * H + j] : 0.f;
+    slice[e] = j < H ? m[k * H + j] : 0.f;
   }
   __syncthreads();
   const int64_t phases = kFwd ? a.s.T : a.s.T + 1;
   for (int64_t i = 0; i < phases; ++i) {
-    const int64_t groups = row_groups(a, i, kFwd);
-    for (int64_t rb = 0; rb < groups; ++rb) run_tile<T, kFwd>(a, i, jt, rb, slice, kCols, part);
+    const int64_t groups = row_groups(a, i, kFwd, d);
+    for (int64_t rb = 0; rb < groups; ++rb) run_tile<T, kFwd>(a, d, i, jt, rb, slice, kCols, part);
     cooperative_groups::this_grid().sync();  // the phase's states are visible to all blocks
   }
 }
@@ -194,12 +209,13 @@ void launch(const RnnArgs& a, bool persistent, CUstream_st* stream) {
     const size_t smem = size_t(a.s.H) * kCols * sizeof(float);
     cudaFuncSetAttribute((rnn_persistent<T, kFwd>), cudaFuncAttributeMaxDynamicSharedMemorySize,
                          int(smem));
-    FL_LAUNCH_COOPERATIVE((rnn_persistent<T, kFwd>), unsigned(jts), kThreads, smem, stream)(a);
+    FL_LAUNCH_COOPERATIVE((rnn_persistent<T, kFwd>), unsigned(a.s.dirs * jts), kThreads, smem,
+                          stream)(a);
     return;
   }
   const int64_t groups = (a.s.B + kRows - 1) / kRows;
   for (int64_t i = 0; i < phases; ++i)
-    FL_LAUNCH((rnn_phase<T, kFwd>), blocks_for(jts * groups), kThreads, 0, stream)(a, i);
+    FL_LAUNCH((rnn_phase<T, kFwd>), blocks_for(a.s.dirs * jts * groups), kThreads, 0, stream)(a, i);
 }
 
 template <bool kFwd>
@@ -220,7 +236,7 @@ bool rnn_persistent_fits(const RnnShape& s) {
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   const int64_t static_smem = int64_t(kWarps) * kRows * (kCols + 1) * sizeof(float);
-  return (s.H + kCols - 1) / kCols <= sms &&
+  return s.dirs * ((s.H + kCols - 1) / kCols) <= sms &&
          s.H * kCols * int64_t(sizeof(float)) + static_smem <= smem;
 }
 

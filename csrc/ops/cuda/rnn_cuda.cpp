@@ -1,8 +1,8 @@
 // RNN recurrence CUDA glue: a device guard, the shared checks and allocation (rnn_common.h),
 // then the kernels on the current stream, checked. Made here: the device copies of
 // batch_sizes and the row offsets, the float matrix the kernels read (W_hh^T forward, W_hh
-// backward) and the float state workspace. FASTLAYERS_RNN_PERSISTENT=0 forces the per-step
-// kernels (the tests run both drivers).
+// backward; per direction) and the float state workspace. FASTLAYERS_RNN_PERSISTENT=0 forces the
+// per-step kernels (the tests run both drivers).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -45,7 +45,8 @@ Prepared prepare(const RnnShape& s, const int64_t* batch_sizes, const at::Tensor
     o[t + 1] = o[t] + batch_sizes[t];
   }
   const auto fopts = at::TensorOptions().dtype(at::kFloat).device(device);
-  return {bs.to(device), off.to(device), m.to(fopts).contiguous(), at::empty({2, s.B, s.H}, fopts)};
+  return {bs.to(device), off.to(device), m.to(fopts).contiguous(),
+          at::empty({s.dirs, 2, s.B, s.H}, fopts)};
 }
 
 bool persistent(const RnnShape& s) {
@@ -63,7 +64,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& input_proj,
   return rnn_forward_impl(input_proj, batch_sizes, h0, weight_hh, bias, relu, reverse, kCudaTypes,
                           "cuda", [&](const RnnFwdParams& f) {
                             const Prepared prep =
-                                prepare(f.s, f.batch_sizes, weight_hh.t(), input_proj.device());
+                                prepare(f.s, f.batch_sizes, weight_hh.transpose(-1, -2),
+                                        input_proj.device());
                             cuda::RnnCudaParams p = prep.params();
                             p.fwd = f;
                             p.persistent = persistent(f.s);

@@ -2,16 +2,20 @@
 
 Ops (schemas in csrc/ops/schemas.h):
 - ``fastlayers::rnn_recurrence(input_proj, batch_sizes, h0, weight_hh, bias, relu, reverse)
-  -> (output, h_n)``: the recurrence of one layer in one direction over packed rows
-  (torch's PackedSequence layout; a padded [T, B, H] sequence is batch_sizes = [B] * T),
-  h_t = act(input_proj_t + bias + h_{t-1} weight_hh^T), the bias and activation inside the
-  kernel. ``input_proj`` = x W_ih^T (+ b_ih) for every step is one GEMM, done here.
+  -> (output, h_n)``: the recurrence of one layer over packed rows (torch's PackedSequence
+  layout; a padded [T, B, H] sequence is batch_sizes = [B] * T), h_t = act(input_proj_t +
+  bias + h_{t-1} weight_hh^T), the bias and activation inside the kernel. One direction
+  (weight_hh [H, H], h0 [B, H], bias [H]; ``reverse`` runs it from the last step), or both in
+  one launch (weight_hh [2, H, H], h0 [2, B, H], bias [2, H]; the second in reverse; rows of
+  input_proj and output [2 H] wide). ``input_proj`` = x W_ih^T (+ b_ih) for every step (and
+  both directions) is one GEMM, done here.
 - ``fastlayers::rnn_recurrence_backward(grad_output, grad_hn, output, h0, weight_hh,
   batch_sizes, relu, reverse) -> (grad_input_proj, grad_h0, grad_weight_hh, grad_bias)``.
 
 ``rnn`` runs a whole (multi-layer, bidirectional) RNN on them, as torch's ``_VF.rnn_tanh``
-/ ``_VF.rnn_relu``; inter-layer dropout is ``F.dropout`` on each layer's output, so its
-masks come from torch's generator and the ops stay pure. Everything is a custom op with a
+/ ``_VF.rnn_relu``; inter-layer dropout is ``fastlayers::dropout`` on each layer's output,
+its Philox seed and offset drawn from torch's generator here and passed to the op, so the ops
+stay pure (backward regenerates the mask from them). Everything is a custom op with a
 fake impl, so the RNN compiles under ``torch.compile(fullgraph=True)`` without graph breaks.
 """
 
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fastlayers._config import fallback
+from fastlayers.ops import dropout as _dropout
 from fastlayers.ops._common import dtype_unsupported_reason
 
 CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -42,7 +47,7 @@ def _rec_backward_fake(grad_output, grad_hn, output, h0, weight_hh, batch_sizes,
         output.new_empty(output.shape),
         h0.new_empty(h0.shape),
         weight_hh.new_empty(weight_hh.shape),
-        weight_hh.new_empty(weight_hh.shape[:1]),
+        weight_hh.new_empty(weight_hh.shape[:-1]),
     )
 
 
@@ -165,18 +170,25 @@ def rnn(
         bs, layer_in = batch_sizes, input
     hidden = []
     for layer in range(num_layers):
-        outs = []
-        for d in range(dirs):
-            w_ih, w_hh, *b = params[(layer * dirs + d) * per : (layer * dirs + d + 1) * per]
-            b_ih, b_hh = (b[0], b[1]) if has_biases else (None, None)
-            xw = F.linear(layer_in, w_ih, b_ih)
-            out, h_n = _rec(xw, bs, hx[layer * dirs + d], w_hh, b_hh, relu, d == 1)
-            outs.append(out)
+        ws = [params[(layer * dirs + d) * per : (layer * dirs + d + 1) * per] for d in range(dirs)]
+        h0 = hx[layer * dirs : (layer + 1) * dirs]
+        if dirs == 1:
+            w_ih, w_hh, *b = ws[0]
+            xw = F.linear(layer_in, w_ih, b[0] if has_biases else None)
+            layer_in, h_n = _rec(xw, bs, h0[0], w_hh, b[1] if has_biases else None, relu, False)
+            hidden.append(h_n.unsqueeze(0))
+        else:
+            # Both directions in one launch: one GEMM projects the input for both (their W_ih
+            # stacked), and the op writes the layer's output [rows, 2 H] as torch lays it out.
+            w_ih = torch.cat([w[0] for w in ws])
+            w_hh = torch.stack([w[1] for w in ws])
+            b_ih = torch.cat([w[2] for w in ws]) if has_biases else None
+            b_hh = torch.stack([w[3] for w in ws]) if has_biases else None
+            layer_in, h_n = _rec(F.linear(layer_in, w_ih, b_ih), bs, h0, w_hh, b_hh, relu, False)
             hidden.append(h_n)
-        layer_in = torch.cat(outs, -1) if dirs == 2 else outs[0]
         if dropout > 0 and training and layer < num_layers - 1:
-            layer_in = F.dropout(layer_in, dropout, True)
-    h_n = torch.stack(hidden, 0)
+            layer_in = _dropout.dropout(layer_in, dropout, True)
+    h_n = torch.cat(hidden, 0)
     if batch_sizes is not None:
         return layer_in, h_n
     output = layer_in.reshape(steps, batch, layer_in.shape[-1])
