@@ -220,19 +220,6 @@ def test_gradcheck_cpu_float64(reverse, relu):
     assert torch.autograd.gradcheck(f, leaves)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_opcheck_cpu(reverse):
-    xw, bs, h0, w, b = _op_inputs(reverse, dtype=torch.float32)
-    for t in (xw, h0, w, b):
-        t.requires_grad_()
-    torch.library.opcheck(R._rec, (xw, bs, h0, w, b, False, reverse))
-    out, hn = R._rec(xw, bs, h0, w, b, False, reverse)
-    torch.library.opcheck(
-        R._rec_backward,
-        (torch.randn_like(out), torch.randn_like(hn), out.detach(), h0.detach(), w.detach(), bs, False, reverse),
-    )
-
-
 def _bidir_inputs(dtype, device, h=5, seed=1):
     """Inputs of the two-direction form: xw [rows, 2h], h0 [2, B, h], w [2, h, h], b [2, h]."""
     g = torch.Generator().manual_seed(seed)
@@ -278,16 +265,21 @@ def test_gradcheck_both_directions_cpu_float64():
     assert torch.autograd.gradcheck(lambda *a: R._rec(a[0], bs, a[1], a[2], a[3], False, False), leaves)
 
 
-def test_opcheck_both_directions_cpu():
-    xw, bs, h0, w, b = _bidir_inputs(torch.float32, "cpu")
+@pytest.mark.parametrize("form", ["forward", "reverse", "both directions"])
+def test_opcheck_cpu(form):
+    if form == "both directions":
+        xw, bs, h0, w, b = _bidir_inputs(torch.float32, "cpu")
+    else:
+        xw, bs, h0, w, b = _op_inputs(form == "reverse", dtype=torch.float32)
+    reverse, relu = form == "reverse", form == "both directions"
     for t in (xw, h0, w, b):
         t.requires_grad_()
-    torch.library.opcheck(R._rec, (xw, bs, h0, w, b, True, False))
-    out, hn = R._rec(xw, bs, h0, w, b, True, False)
-    torch.library.opcheck(
-        R._rec_backward,
-        (torch.randn_like(out), None, out.detach(), h0.detach(), w.detach(), bs, True, False),
-    )
+    torch.library.opcheck(R._rec, (xw, bs, h0, w, b, relu, reverse))
+    out, hn = R._rec(xw, bs, h0, w, b, relu, reverse)
+    for ghn in (torch.randn_like(hn), None):
+        torch.library.opcheck(
+            R._rec_backward, (torch.randn_like(out), ghn, out.detach(), h0.detach(), w.detach(), bs, relu, reverse)
+        )
 
 
 def test_both_directions_shape_errors():

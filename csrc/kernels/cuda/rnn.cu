@@ -240,33 +240,36 @@ bool rnn_persistent_fits(const RnnShape& s) {
          s.H * kCols * int64_t(sizeof(float)) + static_smem <= smem;
 }
 
-void rnn_forward(const RnnCudaParams& p, CUstream_st* stream) {
+namespace {
+// The fields both directions of time share.
+RnnArgs common_args(const RnnCudaParams& p, const RnnShape& s) {
   RnnArgs a{};
-  a.s = p.fwd.s;
+  a.s = s;
   a.bs = p.batch_sizes;
   a.off = p.offsets;
   a.m = p.m;
+  a.state = p.state;
+  return a;
+}
+}  // namespace
+
+void rnn_forward(const RnnCudaParams& p, CUstream_st* stream) {
+  RnnArgs a = common_args(p, p.fwd.s);
   a.xw = p.fwd.xw;
   a.h0 = p.fwd.h0;
   a.bias = p.fwd.bias;
   a.out = p.fwd.out;
   a.h_n = p.fwd.h_n;
-  a.state = p.state;
   dispatch<true>(a, p.persistent, stream);
 }
 
 void rnn_backward(const RnnCudaParams& p, CUstream_st* stream) {
-  RnnArgs a{};
-  a.s = p.bwd.s;
-  a.bs = p.batch_sizes;
-  a.off = p.offsets;
-  a.m = p.m;
+  RnnArgs a = common_args(p, p.bwd.s);
   a.grad_out = p.bwd.grad_out;
   a.grad_hn = p.bwd.grad_hn;
   a.fwd_out = p.bwd.out;
   a.grad_z = p.bwd.grad_z;
   a.grad_h0 = p.bwd.grad_h0;
-  a.state = p.state;
   dispatch<false>(a, p.persistent, stream);
 }
 
