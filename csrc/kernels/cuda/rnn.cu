@@ -185,8 +185,10 @@ template <typename T, bool kFwd>
 __global__ void __launch_bounds__(kThreads) rnn_persistent(RnnArgs a) {
   __shared__ float part[kWarps][kRows][kCols + 1];
   FL_DYNAMIC_SHARED(float, slice);  // [H, 32]: columns 32 jt .. of m
-  const int64_t H = a.s.H, jts = (H + kCols - 1) / kCols;
-  const int64_t d = blockIdx.x / jts, jt = blockIdx.x % jts;  // direction, column tile
+  const int64_t H = a.s.H;
+  // Direction and column tile, in 32-bit (the grid is small; a 64-bit division is a call).
+  const int jts = int((H + kCols - 1) / kCols);
+  const int64_t d = int(blockIdx.x) / jts, jt = int(blockIdx.x) % jts;
   const float* m = a.m + d * H * H;
   for (int64_t e = threadIdx.x; e < H * kCols; e += kThreads) {
     const int64_t k = e / kCols, c = e % kCols, j = jt * kCols + c;
