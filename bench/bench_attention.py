@@ -45,7 +45,7 @@ class Case(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"{self.config} {str(self.dtype).removeprefix('torch.')}"
+        return f"{self.config} {common.dtype_name(self.dtype)}"
 
 
 def cases(device: str, quick: bool) -> list[Case]:
@@ -121,7 +121,7 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
     compiled_math = common.compiled(_math) if compile_baseline else None
     grad = torch.randn_like(q)
     flops = 4 * b * h * length * length * d * (0.5 if causal else 1.0)
-    dt = str(dtype).removeprefix("torch.")
+    dt = common.dtype_name(dtype)
     unit = common.compute_unit(device)
     rows = []
     for mode in MODES:

@@ -61,7 +61,7 @@ class Case(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"{self.layer[0]} N{self.batch} {str(self.dtype).removeprefix('torch.')} {self.layout}"
+        return f"{self.layer[0]} N{self.batch} {common.dtype_name(self.dtype)} {self.layout}"
 
 
 def cases(device: str, quick: bool) -> list[Case]:
@@ -101,7 +101,7 @@ def bench_case(device, case: Case, modes, roofline, progress) -> list[common.Res
     p = want.shape[-1]
     flops = 2.0 * case.batch * k * p * p * (c // groups) * r * r
     config = f"{name} N{case.batch}"
-    dt = str(case.dtype).removeprefix("torch.")
+    dt = common.dtype_name(case.dtype)
     unit = common.compute_unit(device)
     cuda = torch.device(device).type == "cuda"
     rows = []

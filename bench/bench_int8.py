@@ -77,7 +77,7 @@ def bench_case(device, case: Case, roofline, progress) -> list[common.Result]:
         err = Q.sqnr_db(lin(x), qlin(x))
         ms_fl = common.time_fn(lambda: qlin(x), device) * 1e3
         ms_t = common.time_fn(lambda: lin(x), device) * 1e3
-    dt = str(dtype).removeprefix("torch.")
+    dt = common.dtype_name(dtype)
     rows.append(
         common.Result(
             "Int8Linear", "forward", case.label, dt, "row-major", ms_fl, ms_t, work, unit(device), roofline, "nn.Linear"

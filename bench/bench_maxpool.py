@@ -36,7 +36,7 @@ class Case(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"{'x'.join(map(str, self.shape))} {str(self.dtype).removeprefix('torch.')} {self.layout}"
+        return f"{'x'.join(map(str, self.shape))} {common.dtype_name(self.dtype)} {self.layout}"
 
 
 def cases(device: str, quick: bool) -> list[Case]:
@@ -79,7 +79,7 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
 
     compiled_pool = common.compiled(_torch_pool) if compile_baseline else None
     config = "x".join(map(str, case.shape)) + f" k{KERNEL} s{STRIDE} p{PADDING}"
-    dtype_name = str(case.dtype).removeprefix("torch.")
+    dtype_name = common.dtype_name(case.dtype)
     rows = []
     for mode in MODES:
         if not common.wants(mode, modes):

@@ -46,7 +46,7 @@ class Case(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"{self.config} {str(self.dtype).removeprefix('torch.')}"
+        return f"{self.config} {common.dtype_name(self.dtype)}"
 
 
 def cases(device: str, quick: bool) -> list[Case]:
@@ -100,7 +100,7 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
     grad = torch.randn(seq, batch, dirs * hidden, device=device, dtype=dtype)
     loop = compiled_cell_loop(ref) if compile_baseline and not bidirectional else None
     flops = 2.0 * seq * batch * dirs * hidden * (isize + hidden)
-    dt = str(dtype).removeprefix("torch.")
+    dt = common.dtype_name(dtype)
     unit = common.compute_unit(device)
     rows = []
     for mode in MODES:

@@ -52,6 +52,11 @@ def wants(mode: str, modes) -> bool:
     return modes is None or MODE_OF.get(mode, mode) in modes
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The dtype as result rows and labels spell it: "float32" for torch.float32."""
+    return str(dtype).removeprefix("torch.")
+
+
 def compute_unit(device) -> str:
     """The FLOP rate unit of a device's rows: GFLOP/s on CPU, TFLOP/s on GPU."""
     return "GFLOP/s" if torch.device(device).type == "cpu" else "TFLOP/s"
@@ -187,7 +192,7 @@ class Ceilings:
         """What was measured, for the JSON environment: bytes/s and FLOP/s (int8: ops/s)."""
         return {
             "bandwidth_bytes_per_s": self._bandwidth,
-            "matmul_flop_per_s": {str(dt).removeprefix("torch."): rate for dt, rate in self._matmul.items()},
+            "matmul_flop_per_s": {dtype_name(dt): rate for dt, rate in self._matmul.items()},
         }
 
 

@@ -6,7 +6,6 @@
 #include <cstdint>
 
 #include "fastlayers/dropout.h"
-#include "fastlayers/philox.h"
 
 // nvcc's unroll pragma; host compilers would warn about it.
 #if defined(__CUDACC__)

@@ -1,10 +1,9 @@
 // Dropout on CUDA (fastlayers/dropout.h): one thread per group of 4 elements (one Philox
 // call gives their 4 keep bits), grid-stride, int64 indices. Computes in float (double for
 // double), as the CPU kernel, so both devices give the same values for the same seed.
-// - dropout_dense: contiguous input and output; a full group whose pointers are aligned
-//   moves as one vector of 4 elements (a 16-byte access for float).
-// - dropout_strided: any strided layout; each thread seeks its group's first element in
-//   logical order and steps through the other three (DropoutCursor).
+// Contiguous tensors move a full group whose pointers are aligned as one vector of 4
+// elements (a 16-byte access for float); any other layout seeks each group's first element
+// in logical order and steps through the other three (DropoutCursor).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -51,10 +50,11 @@ __device__ __forceinline__ T drop(T x, unsigned bits, int i, typename Acc<T>::ty
   return Acc<T>::store(Acc<T>::load(x) * ((bits >> i) & 1u ? scale : A(0)));
 }
 
-// `aligned`: input and output are 4 * sizeof(T)-byte aligned, so every full group can be
-// one vector access.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) dropout_dense(DropoutParams p, bool aligned) {
+// One thread per group of 4 elements, grid-stride. kDense: contiguous input and output,
+// where `aligned` (both 4 * sizeof(T)-byte aligned) lets every full group be one vector
+// access; else any strided layout, walked by DropoutCursor from the group's first element.
+template <typename T, bool kDense>
+__global__ void __launch_bounds__(kThreads) dropout_kernel(DropoutParams p, bool aligned) {
   using A = typename Acc<T>::type;
   const T* __restrict__ in = static_cast<const T*>(p.input);
   T* __restrict__ out = static_cast<T*>(p.output);
@@ -65,35 +65,23 @@ __global__ void __launch_bounds__(kThreads) dropout_dense(DropoutParams p, bool 
        g += int64_t(gridDim.x) * kThreads) {
     const unsigned bits = ds.keep4(uint64_t(g), p.keep_prob);
     const int64_t e0 = 4 * g;
-    if (aligned && e0 + 4 <= p.n) {
-      const Pack4<T> x = *reinterpret_cast<const Pack4<T>*>(in + e0);
-      Pack4<T> y;
+    if constexpr (kDense) {
+      if (aligned && e0 + 4 <= p.n) {
+        const Pack4<T> x = *reinterpret_cast<const Pack4<T>*>(in + e0);
+        Pack4<T> y;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) y.v[i] = drop(x.v[i], bits, i, scale);
-      *reinterpret_cast<Pack4<T>*>(out + e0) = y;
+        for (int i = 0; i < 4; ++i) y.v[i] = drop(x.v[i], bits, i, scale);
+        *reinterpret_cast<Pack4<T>*>(out + e0) = y;
+      } else {
+        for (int i = 0; i < 4 && e0 + i < p.n; ++i) out[e0 + i] = drop(in[e0 + i], bits, i, scale);
+      }
     } else {
-      for (int i = 0; i < 4 && e0 + i < p.n; ++i) out[e0 + i] = drop(in[e0 + i], bits, i, scale);
-    }
-  }
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads) dropout_strided(DropoutParams p) {
-  using A = typename Acc<T>::type;
-  const T* __restrict__ in = static_cast<const T*>(p.input);
-  T* __restrict__ out = static_cast<T*>(p.output);
-  const DropoutStream ds{p.seed, p.offset};
-  const A scale = A(p.scale);
-  const int64_t groups = (p.n + 3) / 4;
-  for (int64_t g = blockIdx.x * int64_t(kThreads) + threadIdx.x; g < groups;
-       g += int64_t(gridDim.x) * kThreads) {
-    const unsigned bits = ds.keep4(uint64_t(g), p.keep_prob);
-    const int64_t e0 = 4 * g;
-    DropoutCursor cur;
-    cur.seek(p, e0);
-    for (int i = 0; i < 4 && e0 + i < p.n; ++i) {
-      out[cur.out_off] = drop(in[cur.in_off], bits, i, scale);
-      cur.next(p);
+      DropoutCursor cur;
+      cur.seek(p, e0);
+      for (int i = 0; i < 4 && e0 + i < p.n; ++i) {
+        out[cur.out_off] = drop(in[cur.in_off], bits, i, scale);
+        cur.next(p);
+      }
     }
   }
 }
@@ -104,9 +92,9 @@ void launch(const DropoutParams& p, cudaStream_t stream) {
   if (p.dense) {
     const uintptr_t a =
         reinterpret_cast<uintptr_t>(p.input) | reinterpret_cast<uintptr_t>(p.output);
-    FL_LAUNCH(dropout_dense<T>, grid, kThreads, 0, stream)(p, a % sizeof(Pack4<T>) == 0);
+    FL_LAUNCH((dropout_kernel<T, true>), grid, kThreads, 0, stream)(p, a % sizeof(Pack4<T>) == 0);
   } else {
-    FL_LAUNCH(dropout_strided<T>, grid, kThreads, 0, stream)(p);
+    FL_LAUNCH((dropout_kernel<T, false>), grid, kThreads, 0, stream)(p, false);
   }
 }
 
