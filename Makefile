@@ -42,7 +42,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pytest pytest-timeout ninja ruff clang-format tqdm \
-	  matplotlib scikit-learn captum build
+	  matplotlib scikit-learn captum build expecttest
 	touch $@
 
 # The editable install rebuilds the whole extension every time it runs, so it runs only when

@@ -156,21 +156,29 @@ def test_fully_masked_rows_give_zero_output_and_gradients():
 
 
 def test_input_shapes_like_torch():
-    """2-D, 3-D and 5-D inputs, broadcast key/value batch dimensions, GQA on 3-D."""
+    """2-D, 3-D and 5-D inputs; the batch dimensions of query, key and value broadcast
+    together (query's too, as torch's); GQA on 3-D; forward and gradients."""
     g = torch.Generator().manual_seed(3)
-    for qs, ks, gqa in [
-        ((7, 16), (9, 16), False),
-        ((3, 7, 16), (3, 9, 16), False),
-        ((2, 3, 4, 7, 16), (2, 3, 4, 9, 16), False),
-        ((2, 4, 7, 16), (1, 4, 9, 16), False),  # key/value batch broadcast
-        ((6, 7, 16), (2, 9, 16), True),
+    for qs, ks, vs, ms, gqa in [
+        ((7, 16), (9, 16), (9, 16), None, False),
+        ((3, 7, 16), (3, 9, 16), (3, 9, 16), None, False),
+        ((2, 3, 4, 7, 16), (2, 3, 4, 9, 16), (2, 3, 4, 9, 16), None, False),
+        ((2, 4, 7, 16), (1, 4, 9, 16), (1, 4, 9, 16), None, False),  # key/value batch broadcast
+        ((4, 7, 16), (2, 4, 9, 16), (2, 4, 9, 16), None, False),  # query gains the batch of key/value
+        ((1, 3, 7, 16), (2, 1, 9, 16), (2, 3, 9, 16), (3, 1, 9), False),  # all three broadcast
+        ((7, 16), (2, 3, 9, 16), (3, 9, 16), (1, 7, 9), False),
+        ((6, 7, 16), (2, 9, 16), (2, 9, 16), None, True),
+        ((2, 4, 7, 16), (2, 2, 9, 16), (1, 2, 9, 16), None, True),
     ]:
-        q = torch.randn(qs, generator=g, dtype=torch.float64)
-        k = torch.randn(ks, generator=g, dtype=torch.float64)
-        v = torch.randn(ks, generator=g, dtype=torch.float64)
-        out = FF.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        q, k, v = (torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in (qs, ks, vs))
+        mask = None if ms is None else torch.randn(ms, generator=g, dtype=torch.float64)
+        out = FF.scaled_dot_product_attention(q, k, v, mask, enable_gqa=gqa)
+        ref = F.scaled_dot_product_attention(q, k, v, mask, enable_gqa=gqa)
         torch.testing.assert_close(out, ref)
+        w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        grads = zip(torch.autograd.grad(out, (q, k, v), w), torch.autograd.grad(ref, (q, k, v), w), strict=True)
+        for a, b in grads:
+            torch.testing.assert_close(a, b)
 
 
 def test_scale_argument():
@@ -263,6 +271,8 @@ BAD = [
     (dict(q=(2, 4, 5, 8), k=(2, 3, 5, 8)), dict(enable_gqa=True), "must be a multiple"),
     (dict(q=(2, 3, 5, 8)), dict(is_causal=True, attn_mask=torch.ones(5, 5, dtype=torch.bool)), "is_causal"),
     (dict(q=(2, 3, 5, 8)), dict(attn_mask=torch.ones(4, 5, dtype=torch.bool)), "does not broadcast"),
+    (dict(q=(2, 3, 5, 8)), dict(attn_mask=torch.ones(4, 2, 3, 5, 5, dtype=torch.bool)), "does not broadcast"),
+    (dict(q=(2, 3, 5, 8), k=(3, 3, 5, 8)), {}, "batch dimensions of query"),
 ]
 
 

@@ -157,25 +157,33 @@ def _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_g
         )
     if key.shape[-2] != value.shape[-2]:
         raise RuntimeError("scaled_dot_product_attention: key and value must have the same length")
-    batch = query.shape[:-2]
-    if enable_gqa and query.dim() >= 3 and key.dim() >= 3:
-        hq, hk = query.shape[-3], key.shape[-3]
-        if hk == 0 or hq % hk != 0 or value.shape[-3] != hk:
+    hq = query.shape[-3] if query.dim() >= 3 else 1
+    gqa = enable_gqa and query.dim() >= 3 and key.dim() >= 3
+    if gqa:
+        hk = key.shape[-3]
+        if hk == 0 or hq % hk != 0 or value.dim() < 3 or value.shape[-3] != hk:
             raise RuntimeError(
                 f"scaled_dot_product_attention: number of query heads ({hq}) must be a multiple of "
                 f"the number of key/value heads ({hk}) with enable_gqa"
             )
-        kv_batch = (*batch[:-1], hk)
-    else:
-        kv_batch = batch
+
+    def kv_heads_as_query(shape):  # a key/value batch shape as it broadcasts against query's
+        return (*shape[:-1], hq) if gqa else shape
+
+    # The batch dimensions of query, key and value broadcast together, as in torch; attn_mask
+    # must broadcast to the result.
+    shapes = [query.shape[:-2], kv_heads_as_query(key.shape[:-2]), kv_heads_as_query(value.shape[:-2])]
     try:
-        key = key.expand(*kv_batch, *key.shape[-2:])
-        value = value.expand(*kv_batch, *value.shape[-2:])
+        batch = torch.broadcast_shapes(*shapes)
     except RuntimeError as err:
         raise RuntimeError(
-            f"scaled_dot_product_attention: key {tuple(key.shape)} and value {tuple(value.shape)} do not "
-            f"broadcast to the batch dimensions {tuple(batch)} of query"
+            f"scaled_dot_product_attention: the batch dimensions of query {tuple(query.shape)}, "
+            f"key {tuple(key.shape)} and value {tuple(value.shape)} do not broadcast"
         ) from err
+    kv_batch = (*batch[:-1], hk) if gqa else batch
+    query = query.expand(*batch, lq, e)
+    key = key.expand(*kv_batch, *key.shape[-2:])
+    value = value.expand(*kv_batch, *value.shape[-2:])
     q4, k4, v4 = _to_4d(query), _to_4d(key), _to_4d(value)
     mask4 = None
     if attn_mask is not None:
@@ -218,7 +226,7 @@ def scaled_dot_product_attention(
     prepared = _prepare(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     if prepared is None:  # no kernel: torch's result
         return torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa=enable_gqa
+            query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
         )
     q4, k4, v4, mask4, scale, seed_offset, batch, lq, ev = prepared
     out, _ = _forward(q4, k4, v4, mask4, float(dropout_p), bool(is_causal), float(scale), seed_offset)
