@@ -169,6 +169,17 @@ int main() {
       {1, 3, 16, 16, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
       {2, 3, 9, 40, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 3},
       {1, 2, 11, 48, 4, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 2},
+      // Depthwise NCHW, channels as lanes (small planes, and strides > 1): a channel tail
+      // (37 = 2 x 16 + 5), a multiplier with a tail, planes of exactly 16 inputs and outputs,
+      // a kernel size without a fixed-size instantiation, asymmetric padding with dilation,
+      // unequal strides, input rows and columns past the last ones read.
+      {2, 37, 7, 7, 37, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 37},
+      {1, 20, 14, 14, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 20},
+      {2, 16, 4, 4, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 16},
+      {1, 19, 9, 8, 19, 7, 7, 1, 1, 3, 3, 3, 3, 1, 1, 19},
+      {1, 33, 11, 10, 33, 3, 3, 2, 2, 0, 1, 2, 0, 2, 1, 33},
+      {1, 17, 20, 20, 17, 3, 3, 3, 2, 1, 1, 1, 1, 1, 1, 17},
+      {1, 16, 10, 11, 16, 3, 3, 2, 2, 0, 0, 0, 0, 1, 1, 16},
       // Depthwise NHWC on narrow rows at unit stride (all columns in groups, edges checked).
       {2, 32, 7, 7, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 32},
       {1, 20, 5, 14, 20, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 20},

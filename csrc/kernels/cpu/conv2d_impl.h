@@ -30,6 +30,8 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#include <utility>
+
 namespace fl {
 namespace cpu {
 namespace FL_ISA_NS {
@@ -876,17 +878,175 @@ void depthwise_forward_nchw_flat(const Conv2dFwdParams& p, const ParallelFor& pf
   });
 }
 
+// A kVec x kVec block transposed in place (v[i][j] <-> v[j][i]): at each level b = 8, 4, 2, 1
+// the off-diagonal b x b sub-blocks of every 2b x 2b block swap, one two-source shuffle per
+// output vector (vpermt2ps / vunpck* under AVX-512).
+template <int B, int L>
+constexpr int swap_lo_lane() {  // lane L of the lower vector of a pair, from (a, c) (c from 16)
+  return (L & B) ? kVec + L - B : L;
+}
+template <int B, int L>
+constexpr int swap_hi_lane() {
+  return (L & B) ? kVec + L : L + B;
+}
+template <int B, typename Vt, int... L>
+inline void transpose_level(Vt* v, std::integer_sequence<int, L...>) {
+  for (int i = 0; i < kVec; ++i) {
+    if (i & B) continue;
+    const Vt a = v[i], c = v[i + B];
+    v[i] = __builtin_shufflevector(a, c, swap_lo_lane<B, L>()...);
+    v[i + B] = __builtin_shufflevector(a, c, swap_hi_lane<B, L>()...);
+  }
+}
+template <typename Vt>
+inline void transpose_block(Vt* v) {
+  static_assert(kVec == 16, "the levels below are those of a 16 x 16 block");
+  const auto lanes = std::make_integer_sequence<int, kVec>{};
+  transpose_level<8>(v, lanes);
+  transpose_level<4>(v, lanes);
+  transpose_level<2>(v, lanes);
+  transpose_level<1>(v, lanes);
+}
+
+// Depthwise forward, NCHW, small planes: kVec output channels (planes) at a time, as lanes. A
+// task (n, block of kVec output channels) transposes the block's input planes (an input plane
+// serves the m output channels of its channel), kVec positions at a time, into a zero-padded
+// pixel-major tile in cache, computes every output pixel as the NHWC kernel does (one vector
+// multiply-add per tap for all kVec channels, no masks, no lanes lost to row ends), and transposes
+// the outputs back. On 7 x 7 and 14 x 14 planes the flattened kernel leaves lanes idle and pays
+// per-plane overheads that this one shares among kVec planes. Needs H W >= kVec and P Q >= kVec (a
+// block of positions is kVec long; the last one ends at the plane's end, overlapping the one
+// before). The lanes kernel's tile and outputs per thread, at most (beyond, the row kernel reads
+// the input in place).
+constexpr int64_t kLanesTileBytes = int64_t(2) << 20;
+
+// Whether the lanes kernel takes shape s with an R x S kernel: blocks of kVec input positions
+// and output pixels, and the tile within kLanesTileBytes.
+template <typename T>
+bool lanes_fit(const Conv2dShape& s, int64_t R, int64_t S) {
+  if (s.H * s.W < kVec || s.P * s.Q < kVec) return false;
+  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1,
+                wp = (s.Q - 1) * s.sw + (S - 1) * s.dw + 1;
+  return (hp * wp + s.P * s.Q) * kVec * int64_t(sizeof(A<T>)) <= kLanesTileBytes;
+}
+
+template <typename T, int KR, int KS>
+void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  using Acc = A<T>;
+  using Vt = V<T>;
+  const Conv2dShape& s = p.s;
+  const Geo g(s);
+  const int64_t R = KR ? KR : s.R, S = KS ? KS : s.S;
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  // Weights as [RS][K] (a vector per tap for kVec channels) and the bias, padded to whole
+  // channel blocks with zeros.
+  const int64_t blocks = (s.K + kVec - 1) / kVec, kp = blocks * kVec;
+  std::vector<Acc> wt(size_t(g.RS * kp), Acc(0)), bias(size_t(kp), Acc(0));
+  {
+    const auto w = taps_by_channel(s, static_cast<const T*>(p.w));
+    for (int64_t t = 0; t < g.RS; ++t) std::copy_n(w.data() + t * s.K, s.K, wt.data() + t * kp);
+    const auto b = bias_acc<T>(p);
+    std::copy(b.begin(), b.end(), bias.begin());
+  }
+  // The tile covers input rows [-pt, hp - pt) and columns [-pl, wp - pl); slot[f] is the tile
+  // pixel of flattened input position f, or -1 where the convolution never reads it.
+  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1;
+  const int64_t wp = (s.Q - 1) * s.sw + (S - 1) * s.dw + 1;
+  std::vector<int64_t> slot(size_t(g.HW));
+  for (int64_t h = 0; h < s.H; ++h)
+    for (int64_t w = 0; w < s.W; ++w) {
+      const int64_t th = h + s.pt, tw = w + s.pl;
+      slot[size_t(h * s.W + w)] = th < hp && tw < wp ? th * wp + tw : -1;
+    }
+  const int64_t HW = g.HW, PQ = g.PQ, C = s.C, K = s.K, m = s.K / s.C, P = s.P, Q = s.Q, sh = s.sh,
+                sw = s.sw, dh = s.dh, dw = s.dw;
+  pfor(0, s.N * blocks, 1, [&, R, S](int64_t i0, int64_t i1) {
+    // The tile, and the outputs pixel-major (kVec lanes per pixel), zero-filled once: the
+    // padding is never written. (Arrays of A, not of vectors: a std::vector of vectors would
+    // instantiate library templates on a vector type, one symbol for every instruction set.)
+    std::vector<Acc> tile(size_t(hp * wp * kVec), Acc(0)), out(size_t(PQ * kVec));
+    auto put = [](Acc* dst, const Vt& v) { std::memcpy(dst, &v, sizeof v); };
+    Vt blk[kVec];
+    constexpr int64_t kTaps = KR * KS > 0 ? KR * KS : 1;
+    Vt wv_fixed[kTaps];
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / blocks, k0 = i % blocks * kVec, nk = std::min(kVec, K - k0);
+      const T* const xn = x + n * C * HW;
+      T* const yb = y + (n * K + k0) * PQ;
+      // In: kVec positions of the block's planes at a time, transposed into pixels.
+      for (int64_t f = 0; f < HW; f += kVec) {
+        const int64_t f0 = std::min(f, HW - kVec);
+        for (int64_t c = 0; c < kVec; ++c)
+          blk[c] = c < nk ? loadv(xn + (k0 + c) / m * HW + f0) : Vt{};
+        transpose_block(blk);
+        for (int64_t j = 0; j < kVec; ++j) {
+          const int64_t t = slot[size_t(f0 + j)];
+          if (t >= 0) put(tile.data() + t * kVec, blk[j]);
+        }
+      }
+      // Compute: each output pixel's taps, kVec channels per vector.
+      auto tap = [&](int64_t t) -> Vt {
+        if constexpr (KR * KS > 0) return wv_fixed[t];
+        Vt v;
+        std::memcpy(&v, wt.data() + t * kp + k0, sizeof v);
+        return v;
+      };
+      if constexpr (KR * KS > 0)
+        for (int64_t t = 0; t < kTaps; ++t)
+          std::memcpy(&wv_fixed[t], wt.data() + t * kp + k0, sizeof(Vt));
+      Vt b0;
+      std::memcpy(&b0, bias.data() + k0, sizeof b0);
+      for (int64_t pp = 0; pp < P; ++pp) {
+        const Acc* const trow = tile.data() + pp * sh * wp * kVec;
+        Acc* const orow = out.data() + pp * Q * kVec;
+        int64_t q = 0;
+        for (; q + 4 <= Q; q += 4) {
+          Vt a[4] = {b0, b0, b0, b0};
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t ss = 0; ss < S; ++ss) {
+              const Vt wv_ = tap(r * S + ss);
+              const Acc* src = trow + (r * dh * wp + q * sw + ss * dw) * kVec;
+              for (int j = 0; j < 4; ++j) a[j] += wv_ * load_acc<T>(src + j * sw * kVec);
+            }
+          for (int j = 0; j < 4; ++j) put(orow + (q + j) * kVec, a[j]);
+        }
+        for (; q < Q; ++q) {
+          Vt a = b0;
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t ss = 0; ss < S; ++ss)
+              a += tap(r * S + ss) * load_acc<T>(trow + (r * dh * wp + q * sw + ss * dw) * kVec);
+          put(orow + q * kVec, a);
+        }
+      }
+      // Out: kVec output pixels at a time, transposed back into the block's planes.
+      for (int64_t o = 0; o < PQ; o += kVec) {
+        const int64_t o0 = std::min(o, PQ - kVec);
+        for (int64_t j = 0; j < kVec; ++j) blk[j] = load_acc<T>(out.data() + (o0 + j) * kVec);
+        transpose_block(blk);
+        for (int64_t c = 0; c < nk; ++c) storev(yb + c * PQ + o0, blk[c]);
+      }
+    }
+  });
+}
+
 // Output rows at least this wide read the input in place; narrower ones (where the edge
 // columns would dominate) go through a padded copy of the plane.
 constexpr int64_t kWideRow = 2 * kVec;
 
 template <typename T, int KR, int KS>
 void depthwise_forward_nchw_k(const Conv2dFwdParams& p, const ParallelFor& pfor) {
+  const Conv2dShape& s = p.s;
   // The flattened kernel where it applies: twice as fast as the row kernel on 56 x 56 and
   // 112 x 112 planes, and no lanes lost to short rows.
-  if (p.s.sh == 1 && p.s.sw == 1 && p.s.Q == p.s.W && p.s.W > 0 &&
-      mask_period(p.s.W) <= kMaxMaskPeriod)
-    return depthwise_forward_nchw_flat<T, KR, KS>(p, pfor);
+  const bool flat =
+      s.sh == 1 && s.sw == 1 && s.Q == s.W && s.W > 0 && mask_period(s.W) <= kMaxMaskPeriod;
+  // The channels-as-lanes kernel on planes smaller than 128 (7 x 7: 1.3x the flattened kernel)
+  // and wherever the flattened kernel does not apply (stride 2: 2-5x the row kernel), as long
+  // as its tile stays within kLanesTileBytes.
+  if (lanes_fit<T>(s, KR ? KR : s.R, KS ? KS : s.S) && (!flat || s.H * s.W < 128))
+    return depthwise_forward_nchw_lanes<T, KR, KS>(p, pfor);
+  if (flat) return depthwise_forward_nchw_flat<T, KR, KS>(p, pfor);
   if (p.s.Q >= kWideRow) return depthwise_forward_nchw_rows<T, KR, KS>(p, pfor);
   depthwise_forward_nchw_padded<T, KR, KS>(p, pfor);
 }
