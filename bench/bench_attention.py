@@ -131,8 +131,9 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
         def timed(fn, mode=mode):
             return common.pass_fn(mode, lambda q, k, v: fn(q, k, v, causal), (q, k, v), grad)
 
-        fl_ms = common.time_fn(timed(_fl), device) * 1e3
-        times = [(name, common.time_fn(timed(fn), device) * 1e3, "") for name, fn in baselines.items()]
+        fl_s, *base_s = common.time_fns([timed(_fl)] + [timed(fn) for fn in baselines.values()], device)
+        fl_ms = fl_s * 1e3
+        times = [(name, t * 1e3, "") for name, t in zip(baselines, base_s, strict=True)]
         if compiled_math is not None:
             times.append(("torch.compile math", *common.time_baseline(lambda: timed(compiled_math), device)))
         for name, ms, note in times:

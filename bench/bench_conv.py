@@ -109,9 +109,9 @@ def bench_case(device, case: Case, modes, roofline, progress) -> list[common.Res
         if not common.wants(mode, modes):
             continue
         for timed in CUDA_PASSES[mode] if cuda else (mode,):
-            fl_ms, torch_ms = (
-                common.time_fn(common.pass_fn(timed, f, (x, w), grad_out), device) * 1e3 for f in (ours, theirs)
-            )
+            passes = [common.pass_fn(timed, f, (x, w), grad_out) for f in (ours, theirs)]
+            fl_s, torch_s = common.time_fns(passes, device)
+            fl_ms, torch_ms = fl_s * 1e3, torch_s * 1e3
             row = common.Result(
                 OP, timed, config, dt, case.layout, fl_ms, torch_ms, flops * WORK[timed], unit, roofline
             )

@@ -58,8 +58,7 @@ def bench_case(device, case: Case, roofline, progress) -> list[common.Result]:
     b = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=device)
     bt = b.T  # torch._int_mm takes [K, N]: the same weight as a column-major view
     assert torch.equal(Q.int8_mm(a, b), torch._int_mm(a, bt))
-    ms_fl = common.time_fn(lambda: Q.int8_mm(a, b), device) * 1e3
-    ms_t = common.time_fn(lambda: torch._int_mm(a, bt), device) * 1e3
+    ms_fl, ms_t = (t * 1e3 for t in common.time_fns([lambda: Q.int8_mm(a, b), lambda: torch._int_mm(a, bt)], device))
     work = 2.0 * m * n * k
     rows = [
         common.Result(
@@ -75,8 +74,7 @@ def bench_case(device, case: Case, roofline, progress) -> list[common.Result]:
     x = torch.randn(m, k, device=device, dtype=dtype)
     with torch.no_grad():
         err = Q.sqnr_db(lin(x), qlin(x))
-        ms_fl = common.time_fn(lambda: qlin(x), device) * 1e3
-        ms_t = common.time_fn(lambda: lin(x), device) * 1e3
+        ms_fl, ms_t = (t * 1e3 for t in common.time_fns([lambda: qlin(x), lambda: lin(x)], device))
     dt = common.dtype_name(dtype)
     rows.append(
         common.Result(

@@ -84,8 +84,12 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
     for mode in MODES:
         if not common.wants(mode, modes):
             continue
-        fl_ms = common.time_fn(common.pass_fn(mode, _fastlayers_pool, (x,), grad_out), device) * 1e3
-        torch_ms = common.time_fn(common.pass_fn(mode, _torch_pool, (x,), grad_out), device) * 1e3
+        fl_ms, torch_ms = (
+            t * 1e3
+            for t in common.time_fns(
+                [common.pass_fn(mode, f, (x,), grad_out) for f in (_fastlayers_pool, _torch_pool)], device
+            )
+        )
         baselines = [("torch", torch_ms, "")]
         if compiled_pool is not None:
             c_ms, note = common.time_baseline(lambda m=mode: common.pass_fn(m, compiled_pool, (x,), grad_out), device)

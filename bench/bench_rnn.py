@@ -110,8 +110,8 @@ def bench_case(device, case: Case, modes, roofline, compile_baseline: bool, prog
         def timed(module, fn=None, mode=mode):
             return common.pass_fn(mode, fn or (lambda x: module(x)[0]), (x,), grad, params=list(module.parameters()))
 
-        fl_ms = common.time_fn(timed(ours), device) * 1e3
-        times = [("torch", common.time_fn(timed(ref), device) * 1e3, "")]
+        fl_s, torch_s = common.time_fns([timed(ours), timed(ref)], device)
+        fl_ms, times = fl_s * 1e3, [("torch", torch_s * 1e3, "")]
         if loop is not None:
             times.append(("torch.compile cell loop", *common.time_baseline(lambda: timed(ref, loop), device)))
         for name, ms, note in times:

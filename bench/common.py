@@ -117,6 +117,34 @@ def time_fn(
         return stat([b.elapsed_time(e) for b, e in zip(starts, ends, strict=True)]) / 1e3
 
 
+def time_fns(fns, device, **kwargs) -> list[float]:
+    """Median seconds of one call of each of `fns` (fastlayers and its baselines), as time_fn.
+
+    On CPU the calls interleave (each repetition calls every fn once, in turn): the state of
+    a shared machine (other processes, the memory allocator, frequency) drifts over a run and
+    would otherwise favour whichever fn happened to run in a quiet stretch; timed one after
+    the other, the ratio of the same two calls moved by up to 2x between runs here. On CUDA
+    each fn is timed on its own with CUDA events (L2 flushed before each call)."""
+    if torch.device(device).type == "cuda":
+        return [time_fn(fn, device, **kwargs) for fn in fns]
+    warmup = max(1, kwargs.get("warmup") or CPU_TIMING["warmup"])
+    reps = kwargs.get("reps") or CPU_TIMING["reps"]
+    min_time = kwargs.get("min_time") or CPU_TIMING["min_time"]
+    start = time.perf_counter()
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    per_round = (time.perf_counter() - start) / warmup
+    n = max(reps, min(MAX_REPS, math.ceil(min_time * len(fns) / max(per_round, 1e-9))))
+    times = [[] for _ in fns]
+    for _ in range(n):
+        for fn, ts in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
 def measure_copy_bandwidth(device, nbytes: int | None = None) -> dict[str, float]:
     """Memory bandwidth in bytes/s (bytes read + bytes written) on `device`, two ways.
 

@@ -210,3 +210,11 @@ def test_a_failing_baseline_is_a_skipped_row():
 
     ms, note = common.time_baseline(broken, "cpu")
     assert math.isnan(ms) and note == "skipped: RuntimeError: compile failed"
+
+
+def test_time_fns_interleaves_the_calls_on_cpu():
+    calls = []
+    a, b = (lambda: calls.append("a")), (lambda: calls.append("b"))
+    times = common.time_fns([a, b], "cpu", warmup=1, reps=3, min_time=1e-9)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    assert calls == ["a", "b"] * (len(calls) // 2) and len(calls) >= 8
