@@ -273,7 +273,6 @@ def _check_module(theirs, ours, fwd, dtype):
         _check_close(o, t, e, dtype, f"gradient {i} (inputs, then parameters)", fudge=4)
 
 
-@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
 def _module_params():
     """(name, device, dtype): every module on cpu in float32 and float64, and on emu in
     float32 (the CUDA kernels take no float64 there)."""
@@ -284,6 +283,7 @@ def _module_params():
     return out
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
 @pytest.mark.parametrize("name,device,dtype", _module_params())
 def test_moduleinfo_samples(name, device, dtype):
     info = next(m for m in module_db if m.name == name)
