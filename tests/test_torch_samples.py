@@ -20,6 +20,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 pytest.importorskip("expecttest")  # torch.testing._internal imports it; `make venv` installs it
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
@@ -218,6 +219,38 @@ def test_opinfo_samples(name, device, dtype):
             failures.append(f"{_describe(sample)}: {type(err).__name__}: {err}")
     assert samples
     assert not failures, f"{len(failures)} of {len(samples)} samples fail:\n" + "\n".join(failures[:10])
+
+
+class _RecordOps(TorchDispatchMode):
+    """Records every fastlayers op call (the op and copies of its arguments) made inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "fastlayers":
+            self.calls.append((func, _fresh(tuple(args)), _fresh(dict(kwargs))))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("name", list(OPS), ids=[n.split(".")[-1] for n in OPS])
+def test_opcheck_on_the_calls_the_samples_make(name):
+    """torch.library.opcheck (schema, fake tensor impl, autograd registration, AOT dispatch)
+    on the fastlayers op calls that torch's float64 OpInfo samples make through our wrapper:
+    8 calls spread over the samples, inputs requiring grad."""
+    ours_fn, _ = OPS[name]
+    recorder = _RecordOps()
+    with recorder:
+        for sample in _opinfo(name).sample_inputs("cpu", torch.float64, requires_grad=True):
+            if _expect_fallback(name, sample) is None:
+                ours_fn(sample.input, *sample.args, **sample.kwargs)
+    calls = recorder.calls
+    assert calls
+    for func, args, kwargs in calls[:: max(1, len(calls) // 8)][:8]:
+        torch.library.opcheck(func, args, kwargs)
 
 
 # ModuleInfo name -> our module class (built with the same constructor arguments and loaded
