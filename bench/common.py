@@ -71,15 +71,36 @@ def time_fn(
     max_reps: int = MAX_REPS,
     stat: Callable = statistics.median,
 ) -> float:
-    """Median (or `stat`, e.g. min) seconds of one call of `fn()` on `device`.
+    """Median (or `stat`, e.g. min) seconds of one call of `fn()` on `device`: time_fns of
+    one fn."""
+    return time_fns([fn], device, warmup, reps, min_time, max_reps, stat)[0]
 
-    After `warmup` calls, `fn` runs at least `reps` times and for about `min_time` seconds in
-    all, but at most `max_reps` times (unless `reps` is larger). Defaults: CPU_TIMING or
-    CUDA_TIMING. On CUDA each call is timed by a pair of CUDA events, with the L2 cache
-    overwritten before it; on CPU by time.perf_counter.
+
+def time_fns(
+    fns: list[Callable[[], object]],
+    device,
+    warmup: int | None = None,
+    reps: int | None = None,
+    min_time: float | None = None,
+    max_reps: int = MAX_REPS,
+    stat: Callable = statistics.median,
+) -> list[float]:
+    """Median (or `stat`) seconds of one call of each of `fns` (fastlayers and its baselines)
+    on `device`.
+
+    After `warmup` rounds, each fn runs at least `reps` times and for about `min_time` seconds
+    in all, but at most `max_reps` times (unless `reps` is larger). Defaults: CPU_TIMING or
+    CUDA_TIMING. On CPU the calls interleave (each repetition calls every fn once, in turn),
+    timed by time.perf_counter: the state of a shared machine (other processes, the memory
+    allocator, frequency) drifts over a run and would otherwise favour whichever fn happened
+    to run in a quiet stretch; timed one after the other, the ratio of the same two calls
+    moved by up to 2x between runs here. On CUDA each fn is timed on its own, each call by a
+    pair of CUDA events with the L2 cache overwritten before it.
     """
     device = torch.device(device)
     cuda = device.type == "cuda"
+    if cuda and len(fns) > 1:
+        return [time_fns([fn], device, warmup, reps, min_time, max_reps, stat)[0] for fn in fns]
     defaults = CUDA_TIMING if cuda else CPU_TIMING
     warmup = max(1, defaults["warmup"] if warmup is None else warmup)
     reps = defaults["reps"] if reps is None else reps
@@ -91,19 +112,22 @@ def time_fn(
 
     start = time.perf_counter()
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     sync()
-    per_call = (time.perf_counter() - start) / warmup
+    per_call = (time.perf_counter() - start) / (warmup * len(fns))
     n = max(reps, min(max_reps, math.ceil(min_time / max(per_call, 1e-9))))
 
     if not cuda:
-        times = []
+        times = [[] for _ in fns]
         for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return stat(times)
+            for fn, ts in zip(fns, times, strict=True):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+        return [stat(ts) for ts in times]
 
+    (fn,) = fns
     with torch.cuda.device(device):
         flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=device)
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
@@ -114,35 +138,7 @@ def time_fn(
             fn()
             end.record()
         sync()
-        return stat([b.elapsed_time(e) for b, e in zip(starts, ends, strict=True)]) / 1e3
-
-
-def time_fns(fns, device, **kwargs) -> list[float]:
-    """Median seconds of one call of each of `fns` (fastlayers and its baselines), as time_fn.
-
-    On CPU the calls interleave (each repetition calls every fn once, in turn): the state of
-    a shared machine (other processes, the memory allocator, frequency) drifts over a run and
-    would otherwise favour whichever fn happened to run in a quiet stretch; timed one after
-    the other, the ratio of the same two calls moved by up to 2x between runs here. On CUDA
-    each fn is timed on its own with CUDA events (L2 flushed before each call)."""
-    if torch.device(device).type == "cuda":
-        return [time_fn(fn, device, **kwargs) for fn in fns]
-    warmup = max(1, kwargs.get("warmup") or CPU_TIMING["warmup"])
-    reps = kwargs.get("reps") or CPU_TIMING["reps"]
-    min_time = kwargs.get("min_time") or CPU_TIMING["min_time"]
-    start = time.perf_counter()
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    per_round = (time.perf_counter() - start) / warmup
-    n = max(reps, min(MAX_REPS, math.ceil(min_time * len(fns) / max(per_round, 1e-9))))
-    times = [[] for _ in fns]
-    for _ in range(n):
-        for fn, ts in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+        return [stat([b.elapsed_time(e) for b, e in zip(starts, ends, strict=True)]) / 1e3]
 
 
 def measure_copy_bandwidth(device, nbytes: int | None = None) -> dict[str, float]:

@@ -31,7 +31,7 @@ import fastlayers.functional as FF  # noqa: E402
 import fastlayers.nn as fnn  # noqa: E402
 from conftest import device_dtype_params  # noqa: E402
 from fastlayers._config import FallbackWarning  # noqa: E402
-from fastlayers.convert import convert  # noqa: E402
+from fastlayers.convert import _map_tensors, _tensors, convert  # noqa: E402
 from fastlayers.ops import attention, conv2d, dropout, max_pool2d, softmax  # noqa: E402
 
 # OpInfo name -> (our function, the dtypes its kernels take on cpu and under emu). Emulated
@@ -60,28 +60,6 @@ def _opinfo(name):
     return next(o for o in op_db if o.name == name and o.variant_test_name == "")
 
 
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for x in obj for t in _tensors(x)]
-    if isinstance(obj, dict):
-        return [t for x in obj.values() for t in _tensors(x)]
-    if hasattr(obj, "batch_sizes"):  # a PackedSequence
-        return [obj.data]
-    return []
-
-
-def _map(fn, obj):
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_map(fn, x) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _map(fn, v) for k, v in obj.items()}
-    return obj
-
-
 def _fresh(obj, dtype=None):
     """A copy of every tensor in obj (cast to dtype if floating), keeping requires_grad."""
 
@@ -89,7 +67,7 @@ def _fresh(obj, dtype=None):
         c = t.detach().to(dtype) if dtype is not None and t.is_floating_point() else t.detach().clone()
         return c.requires_grad_(t.requires_grad)
 
-    return _map(one, obj)
+    return _map_tensors(one, obj)
 
 
 def _grads(outs, ins, weights):
@@ -293,7 +271,10 @@ def _check_module(theirs, ours, fwd, dtype):
     args_e, kwargs_e = _fresh(fwd.args, torch.float64), _fresh(fwd.kwargs, torch.float64)
     e_outs = _tensors(exact_mod(*args_e, **kwargs_e)) if dtype != torch.float64 else t_outs
     for i, (o, t, e) in enumerate(zip(o_outs, t_outs, e_outs, strict=True)):
-        _check_close(o, t, e, dtype, f"output {i}")
+        if o.is_floating_point():
+            _check_close(o, t, e, dtype, f"output {i}")
+        else:  # a PackedSequence's batch sizes and indices
+            assert torch.equal(o, t), f"output {i} (integer) differs from torch's"
     ins_t = [x for x in _tensors(args_t) + _tensors(kwargs_t) if x.requires_grad] + list(theirs.parameters())
     ins_o = [x for x in _tensors(args_o) + _tensors(kwargs_o) if x.requires_grad] + list(ours.parameters())
     ins_e = [x for x in _tensors(args_e) + _tensors(kwargs_e) if x.requires_grad] + list(exact_mod.parameters())

@@ -92,14 +92,15 @@ std::vector<A<T>> bias_acc(const Conv2dFwdParams& p) {
   return to_acc(static_cast<const T*>(p.bias), p.s.K);
 }
 
-// A depthwise weight [K, 1, R, S] as [R S][K] in A: each tap's weights over the channels
-// are contiguous, for the channel-vectorised NHWC kernels.
+// A depthwise weight [K, 1, R, S] as [R S][ld] in A (ld >= K, zeros past K): each tap's
+// weights over the channels are contiguous, for the channel-vectorised kernels.
 template <typename T>
-std::vector<A<T>> taps_by_channel(const Conv2dShape& s, const T* w) {
+std::vector<A<T>> taps_by_channel(const Conv2dShape& s, const T* w, int64_t ld = 0) {
   const int64_t rs_n = s.R * s.S;
-  std::vector<A<T>> wt(size_t(rs_n * s.K));
+  ld = std::max(ld, s.K);
+  std::vector<A<T>> wt(size_t(rs_n * ld), A<T>(0));
   for (int64_t k = 0; k < s.K; ++k)
-    for (int64_t rs = 0; rs < rs_n; ++rs) wt[size_t(rs * s.K + k)] = load(w + k * rs_n + rs);
+    for (int64_t rs = 0; rs < rs_n; ++rs) wt[size_t(rs * ld + k)] = load(w + k * rs_n + rs);
   return wt;
 }
 
@@ -613,6 +614,12 @@ Range inner_columns(const Conv2dShape& s) {
   return inner;
 }
 
+// The input rows (or columns) that `out` outputs read at this stride, kernel size and dilation:
+// from the first output's first tap to the last output's last.
+inline int64_t read_extent(int64_t out, int64_t stride, int64_t k, int64_t dilation) {
+  return (out - 1) * stride + (k - 1) * dilation + 1;
+}
+
 // Depthwise forward, NCHW, for wide rows (Q >= kWideRow): a plane (n, k) per task, a row at
 // a time, straight from the input. Rows in the padding read a row of zeros, so only the
 // columns at the left and right edges need bounds checks. KR x KS as below.
@@ -689,8 +696,7 @@ void depthwise_forward_nchw_padded(const Conv2dFwdParams& p, const ParallelFor& 
   const auto w = to_acc(static_cast<const T*>(p.w), s.K * g.RS);
   const auto bias = bias_acc<T>(p);
   const int64_t qv = (s.Q + kVec - 1) / kVec * kVec;  // output columns, rounded up
-  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1;
-  const int64_t wp = (qv - 1) * s.sw + (S - 1) * s.dw + 1;
+  const int64_t hp = read_extent(s.P, s.sh, R, s.dh), wp = read_extent(qv, s.sw, S, s.dw);
   // The padded plane covers input rows [-pt, hp - pt) and columns [-pl, wp - pl).
   const int64_t h0 = std::max<int64_t>(0, s.pt), h1 = std::min(hp, s.H + s.pt);
   const int64_t w0 = std::max<int64_t>(0, s.pl), w1 = std::min(wp, s.W + s.pl);
@@ -925,8 +931,7 @@ constexpr int64_t kLanesTileBytes = int64_t(2) << 20;
 template <typename T>
 bool lanes_fit(const Conv2dShape& s, int64_t R, int64_t S) {
   if (s.H * s.W < kVec || s.P * s.Q < kVec) return false;
-  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1,
-                wp = (s.Q - 1) * s.sw + (S - 1) * s.dw + 1;
+  const int64_t hp = read_extent(s.P, s.sh, R, s.dh), wp = read_extent(s.Q, s.sw, S, s.dw);
   return (hp * wp + s.P * s.Q) * kVec * int64_t(sizeof(A<T>)) <= kLanesTileBytes;
 }
 
@@ -942,17 +947,12 @@ void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& p
   // Weights as [RS][K] (a vector per tap for kVec channels) and the bias, padded to whole
   // channel blocks with zeros.
   const int64_t blocks = (s.K + kVec - 1) / kVec, kp = blocks * kVec;
-  std::vector<Acc> wt(size_t(g.RS * kp), Acc(0)), bias(size_t(kp), Acc(0));
-  {
-    const auto w = taps_by_channel(s, static_cast<const T*>(p.w));
-    for (int64_t t = 0; t < g.RS; ++t) std::copy_n(w.data() + t * s.K, s.K, wt.data() + t * kp);
-    const auto b = bias_acc<T>(p);
-    std::copy(b.begin(), b.end(), bias.begin());
-  }
+  const auto wt = taps_by_channel(s, static_cast<const T*>(p.w), kp);
+  auto bias = bias_acc<T>(p);
+  bias.resize(size_t(kp), Acc(0));
   // The tile covers input rows [-pt, hp - pt) and columns [-pl, wp - pl); slot[f] is the tile
   // pixel of flattened input position f, or -1 where the convolution never reads it.
-  const int64_t hp = (s.P - 1) * s.sh + (R - 1) * s.dh + 1;
-  const int64_t wp = (s.Q - 1) * s.sw + (S - 1) * s.dw + 1;
+  const int64_t hp = read_extent(s.P, s.sh, R, s.dh), wp = read_extent(s.Q, s.sw, S, s.dw);
   std::vector<int64_t> slot(size_t(g.HW));
   for (int64_t h = 0; h < s.H; ++h)
     for (int64_t w = 0; w < s.W; ++w) {
