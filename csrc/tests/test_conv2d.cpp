@@ -198,6 +198,11 @@ int main() {
     }
   // Large images: NCHW row blocks (the im2col buffer of one image exceeds the budget).
   check<float>({1, 64, 300, 300, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1}, false, DType::kFloat32, 2e-5);
+  // Depthwise NHWC past the prefetch threshold (input and output over 4 MiB), at unit stride
+  // (output rows in pairs) and stride 2.
+  check<float>({2, 64, 97, 96, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 64}, true, DType::kFloat32, 2e-5);
+  check<float>({2, 48, 131, 130, 48, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 48}, true, DType::kFloat32,
+               2e-5);
   std::printf("%s (%d failures)\n", failures ? "FAILED" : "ok", failures);
   return failures ? 1 : 0;
 }

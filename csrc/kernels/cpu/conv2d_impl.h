@@ -1034,6 +1034,10 @@ void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& p
 // columns would dominate) go through a padded copy of the plane.
 constexpr int64_t kWideRow = 2 * kVec;
 
+// The NHWC kernels prefetch rows when input and output together exceed this (about the L2
+// caches of a few cores): below it, they stay in the caches from call to call.
+constexpr int64_t kPrefetchBytes = int64_t(4) << 20;
+
 template <typename T, int KR, int KS>
 void depthwise_forward_nchw_k(const Conv2dFwdParams& p, const ParallelFor& pfor) {
   const Conv2dShape& s = p.s;
@@ -1058,12 +1062,85 @@ void depthwise_forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor) {
   depthwise_forward_nchw_k<T, 0, 0>(p, pfor);
 }
 
-// Depthwise forward, NHWC: an output row (n, p) per task. With one output channel per input
+// Software prefetch of what the next step of an NHWC kernel (its next output rows) touches:
+// the input rows that this step does not read (into L2) and the output rows (for writing),
+// spread over this step's work: `step()` after each group of output pixels issues the next
+// few cache lines. Without it, each channel block's pass over a row reads and writes one
+// cache line in C / kVec, strided streams the hardware prefetchers follow poorly: at 96
+// channels and stride 2 the kernel ran at half the bandwidth of a plain sum of the input,
+// and the output lines' reads for ownership stalled the stores. (Non-temporal stores would
+// avoid those reads, but leave the output out of the caches for the next layer.)
+class RowPrefetch {
+ public:
+  // This step computes output rows [i, i + now) (of N * P), the next [i + now, i + now + next);
+  // `steps`: the calls of step() to come in this one.
+  template <typename T>
+  void plan(const Conv2dShape& s, const T* x, const T* y, int64_t i, int64_t now, int64_t next,
+            int64_t R, int64_t steps) {
+    n_seg_ = cur_ = off_ = 0;
+    const int64_t j = i + now, n = j / s.P, end = std::min(j + next, s.N * s.P);
+    int64_t lines = 0;
+    auto add = [&](const void* p, int64_t bytes, bool write) {
+      if (n_seg_ == kMaxSeg) return;
+      seg_[n_seg_] = {static_cast<const char*>(p), bytes, write};
+      ++n_seg_;
+      lines += (bytes + kLine - 1) / kLine;
+    };
+    // The input rows of output row o (of image n): (o % P) sh - pt + r dh, r < R.
+    auto reads = [&](int64_t first, int64_t count, int64_t h) {
+      for (int64_t o = first; o < first + count; ++o)
+        for (int64_t r = 0; r < R && o / s.P == n; ++r)
+          if ((o % s.P) * s.sh - s.pt + r * s.dh == h) return true;
+      return false;
+    };
+    for (int64_t o = j; o < end; ++o) {
+      for (int64_t r = 0; r < R && o / s.P == n; ++r) {
+        const int64_t h = (o % s.P) * s.sh - s.pt + r * s.dh;
+        if (h < 0 || h >= s.H || reads(i, now, h) || reads(j, o - j, h)) continue;
+        add(x + (n * s.H + h) * s.W * s.C, s.W * s.C * int64_t(sizeof(T)), false);
+      }
+      add(y + o * s.Q * s.K, s.Q * s.K * int64_t(sizeof(T)), true);
+    }
+    per_step_ = (lines + std::max<int64_t>(steps, 1) - 1) / std::max<int64_t>(steps, 1);
+  }
+  void step() {
+    for (int64_t k = 0; k < per_step_ && cur_ < n_seg_; ++k) {
+      const Seg& g = seg_[cur_];
+      if (g.write)
+        __builtin_prefetch(g.p + off_, 1, 2);
+      else
+        __builtin_prefetch(g.p + off_, 0, 2);
+      off_ += kLine;
+      if (off_ >= g.bytes) {
+        off_ = 0;
+        ++cur_;
+      }
+    }
+  }
+
+ private:
+  static constexpr int64_t kLine = 64, kMaxSeg = 16;
+  struct Seg {
+    const char* p;
+    int64_t bytes;
+    bool write;
+  };
+  Seg seg_[kMaxSeg];
+  int64_t n_seg_ = 0, cur_ = 0, off_ = 0, per_step_ = 0;
+};
+
+// Depthwise forward, NHWC: output rows (n, p) in order, one at a time or, at unit stride and
+// dilation with the kernel size known, two at a time. With one output channel per input
 // channel, kVec channels at a time, the tap weights loaded once per channel block (KR x KS as
-// in the NCHW kernel), input rows in the padding skipped: the row's inner columns several at a
-// time, the edge columns a pixel at a time, or, on narrow rows at unit stride, all columns
-// several at a time with the edge groups' columns in the padding read as zeros. Everything
-// else (the channel tail, channel multipliers) a pixel at a time.
+// in the NCHW kernel), input rows in the padding skipped, and columns several at a time:
+// - at unit column stride and dilation (KS known), groups of 4 columns, loading each input
+//   column of a row once for all taps, those in the padding as zeros in the edge groups; two
+//   output rows at once at unit row stride and dilation, which read R + 1 input rows, each
+//   loaded once for both (a channel block's pass over R rows of many channels does not stay
+//   in L1; pairs load 2 rows per output row from L2 instead of 3, and 1/3 input vector per
+//   FMA instead of 1/2);
+// - otherwise the row's inner columns 4 at a time, the edge columns a pixel at a time.
+// Everything else (the channel tail, channel multipliers) a pixel at a time.
 template <typename T, int KR, int KS>
 void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor) {
   const Conv2dShape& s = p.s;
@@ -1076,25 +1153,37 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
   const std::vector<T> zeros(size_t(s.W * s.C), T{});
   const Range inner = inner_columns(s);
   const int64_t k_vec = m == 1 ? s.K / kVec * kVec : 0;  // channels of the vector path
+  const bool unit = KS > 0 && s.sw == 1 && s.dw == 1;
+  const bool pairs = unit && s.sh == 1 && s.dh == 1;
+  // Prefetch where the input does not stay in the caches between calls.
+  const bool prefetch =
+      k_vec > 0 &&
+      (s.N * s.H * s.W * s.C + s.N * s.P * s.Q * s.K) * int64_t(sizeof(T)) > kPrefetchBytes;
   pfor(0, s.N * s.P, 1, [&](int64_t i0, int64_t i1) {
     std::vector<A<T>> acc(size_t(s.K)), xv(size_t(s.C));
-    std::vector<const T*> rows(static_cast<size_t>(R));
+    // The input rows of the step: R, or R + 1 for two output rows.
+    std::vector<const T*> rows(static_cast<size_t>(R + 1));
     constexpr int64_t kTaps = KR * KS > 0 ? KR * KS : 1;
+    constexpr int64_t kRows = KR > 0 ? KR + 1 : 1;
     V<T> wv[kTaps];
-    for (int64_t i = i0; i < i1; ++i) {
+    RowPrefetch pf;
+    for (int64_t i = i0; i < i1;) {
       const int64_t n = i / s.P, pp = i % s.P;
-      for (int64_t r = 0; r < R; ++r) {
+      const int64_t outs = pairs && i + 1 < i1 && pp + 1 < s.P ? 2 : 1;
+      const int64_t in_rows = R + outs - 1;
+      for (int64_t r = 0; r < in_rows; ++r) {
         const int64_t h = pp * s.sh - s.pt + r * s.dh;
         rows[size_t(r)] = h >= 0 && h < s.H ? x + (n * s.H + h) * s.W * s.C : zeros.data();
       }
-      // Channels [k0, K) of output pixel q, taps checked against the row.
-      auto pixel = [&](int64_t q, int64_t k0) {
+      if (prefetch) pf.plan(s, x, y, i, outs, outs, R, k_vec / kVec * ((s.Q + 3) / 4));
+      // Channels [k0, K) of output pixel q of output row i + o, taps checked against the row.
+      auto pixel = [&](int64_t o, int64_t q, int64_t k0) {
         for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] = bias[size_t(k)];
         for (int64_t r = 0; r < R; ++r)
           for (int64_t ss = 0; ss < S; ++ss) {
             const int64_t wc = q * s.sw - s.pl + ss * s.dw;
             if (wc < 0 || wc >= s.W) continue;
-            const T* xp = rows[size_t(r)] + wc * s.C;
+            const T* xp = rows[size_t(r + o)] + wc * s.C;
             const A<T>* wr = wt.data() + (r * S + ss) * s.K;
             if (m == 1) {
               for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] += wr[k] * load(xp + k);
@@ -1103,18 +1192,18 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
               for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] += wr[k] * xv[size_t(k / m)];
             }
           }
-        T* yp = y + (i * s.Q + q) * s.K;
+        T* yp = y + ((i + o) * s.Q + q) * s.K;
         for (int64_t k = k0; k < s.K; ++k) store(yp + k, acc[size_t(k)]);
       };
       if (k_vec < s.K)
-        for (int64_t q = 0; q < s.Q; ++q) pixel(q, k_vec);
+        for (int64_t o = 0; o < outs; ++o)
+          for (int64_t q = 0; q < s.Q; ++q) pixel(o, q, k_vec);
       // The shape in locals: stores through y could alias a field of s.
       const int64_t C = s.C, K = s.K, W = s.W, Q = s.Q, sw = s.sw, pl = s.pl, dwc = s.dw * C;
-      const bool unit = sw == 1 && s.dw == 1;
       // The rows inside the input (those in the padding are skipped, not summed as zeros).
-      constexpr int64_t kRows = KR > 0 ? KR : 1;
       bool row_in[kRows];
-      for (int64_t r = 0; r < kRows; ++r) row_in[r] = KR == 0 || rows[size_t(r)] != zeros.data();
+      for (int64_t r = 0; r < kRows; ++r)
+        row_in[r] = KR == 0 || (r < in_rows && rows[size_t(r)] != zeros.data());
       T* const yrow = y + i * Q * K;
       for (int64_t k0 = 0; k0 < k_vec; k0 += kVec) {
         if constexpr (KR * KS > 0)
@@ -1124,29 +1213,23 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
           return KR * KS > 0 ? wv[(r * S + ss) % kTaps]
                              : load_acc<T>(wt.data() + (r * S + ss) * K + k0);
         };
-        auto edge = [&](int64_t q) {  // an edge column: skip the taps in the padding
-          V<T> a = b0;
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t ss = 0; ss < S; ++ss) {
-              if (!row_in[r % kRows]) continue;
-              const int64_t wc = q * sw - pl + ss * s.dw;
-              if (wc >= 0 && wc < W) a += tap(r, ss) * loadv(rows[size_t(r)] + wc * C + k0);
-            }
-          storev(yrow + q * K + k0, a);
-        };
-        // kPix columns from q at unit stride and dilation (KS known): the kPix + S - 1 input
-        // columns of a row are loaded once (not once per tap), those in the padding as zeros
-        // when `checked`; independent sums as below. The loops are unrolled explicitly: under
-        // -fwrapv (the extension's flags) GCC leaves them rolled, the columns in memory.
-        auto unit_px = [&](int64_t q, auto pix, auto check) {
+        // kPix columns from q of kOut output rows at unit stride and dilation (KS known): the
+        // kPix + S - 1 input columns of each of the R + kOut - 1 rows are loaded once (not
+        // once per tap and output row), those in the padding as zeros when `checked`;
+        // independent sums as below. The loops are unrolled explicitly: under -fwrapv (the
+        // extension's flags) GCC leaves them rolled, the columns in memory.
+        auto unit_px = [&](int64_t q, auto out, auto pix, auto check) {
+          constexpr int kOut = decltype(out)::value;
           constexpr int kPix = decltype(pix)::value;
           constexpr bool checked = decltype(check)::value;
           constexpr int kCols = kPix + (KS > 0 ? KS : 1) - 1;
-          V<T> a[kPix];
-          for (int j = 0; j < kPix; ++j) a[j] = b0;
+          constexpr int kR = KR > 0 ? KR : 1;
+          V<T> a[kOut][kPix];
+          for (int o = 0; o < kOut; ++o)
+            for (int j = 0; j < kPix; ++j) a[o][j] = b0;
 #pragma GCC unroll 16
-          for (int64_t r = 0; r < R; ++r) {
-            if (!row_in[r % kRows]) continue;
+          for (int r = 0; r < kR + kOut - 1; ++r) {
+            if (!row_in[r]) continue;
             const T* xr = rows[size_t(r)] + (q - pl) * C + k0;
             V<T> xc[kCols];
 #pragma GCC unroll 16
@@ -1157,42 +1240,58 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
               else
                 xc[c] = V<T>{};
             }
+#pragma GCC unroll 4
+            for (int o = 0; o < kOut; ++o) {
+              if (r - o < 0 || r - o >= kR) continue;  // input row r is tap row r - o of o
 #pragma GCC unroll 16
-            for (int ss = 0; ss < kCols - kPix + 1; ++ss) {
-              const V<T> wv_ = tap(r, ss);
+              for (int ss = 0; ss < kCols - kPix + 1; ++ss) {
+                const V<T> wv_ = tap(r - o, ss);
 #pragma GCC unroll 16
-              for (int j = 0; j < kPix; ++j) a[j] += wv_ * xc[j + ss];
+                for (int j = 0; j < kPix; ++j) a[o][j] += wv_ * xc[j + ss];
+              }
             }
           }
-          for (int j = 0; j < kPix; ++j) storev(yrow + (q + j) * K + k0, a[j]);
+          for (int o = 0; o < kOut; ++o)
+            for (int j = 0; j < kPix; ++j) storev(yrow + (o * Q + q + j) * K + k0, a[o][j]);
         };
-        if (KS > 0 && unit) {
-          using One = std::integral_constant<int, 1>;
-          using Four = std::integral_constant<int, 4>;
-          const std::true_type check;
-          const std::false_type inside;
-          int64_t q = 0;
-          if (Q >= kWideRow) {  // the edge columns a pixel at a time (cheaper on wide rows)
-            for (; q < std::min(inner.lo, Q); ++q) edge(q);
-            for (; q + 4 <= inner.hi; q += 4) unit_px(q, Four{}, inside);
-            for (; q < inner.hi; ++q) unit_px(q, One{}, inside);
-            for (; q < Q; ++q) edge(q);
+        if constexpr (KS > 0) {
+          if (unit) {
+            auto groups = [&](auto out) {
+              using Four = std::integral_constant<int, 4>;
+              const std::true_type check;
+              const std::false_type inside;
+              int64_t q = 0;
+              for (; q + 4 <= Q; q += 4) {  // the edge groups checked
+                if (q < inner.lo || q + 4 > inner.hi)
+                  unit_px(q, out, Four{}, check);
+                else
+                  unit_px(q, out, Four{}, inside);
+                pf.step();
+              }
+              switch (Q - q) {
+                case 3: unit_px(q, out, std::integral_constant<int, 3>{}, check); break;
+                case 2: unit_px(q, out, std::integral_constant<int, 2>{}, check); break;
+                case 1: unit_px(q, out, std::integral_constant<int, 1>{}, check); break;
+                default: break;
+              }
+            };
+            if (outs == 2)
+              groups(std::integral_constant<int, 2>{});
+            else
+              groups(std::integral_constant<int, 1>{});
             continue;
           }
-          for (; q + 4 <= Q; q += 4) {  // all columns in groups, the edge ones checked
-            if (q < inner.lo || q + 4 > inner.hi)
-              unit_px(q, Four{}, check);
-            else
-              unit_px(q, Four{}, inside);
-          }
-          switch (Q - q) {
-            case 3: unit_px(q, std::integral_constant<int, 3>{}, check); break;
-            case 2: unit_px(q, std::integral_constant<int, 2>{}, check); break;
-            case 1: unit_px(q, One{}, check); break;
-            default: break;
-          }
-          continue;
         }
+        auto edge = [&](int64_t q) {  // an edge column: skip the taps in the padding
+          V<T> a = b0;
+          for (int64_t r = 0; r < R; ++r)
+            for (int64_t ss = 0; ss < S; ++ss) {
+              if (!row_in[r % kRows]) continue;
+              const int64_t wc = q * sw - pl + ss * s.dw;
+              if (wc >= 0 && wc < W) a += tap(r, ss) * loadv(rows[size_t(r)] + wc * C + k0);
+            }
+          storev(yrow + q * K + k0, a);
+        };
         // kPix inner columns from q at once: independent sums (the FMA latency overlaps)
         // sharing each tap's weight vector.
         auto inner_px = [&](int64_t q, auto pix) {
@@ -1211,10 +1310,14 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
         };
         int64_t q = 0;
         for (; q < std::min(inner.lo, Q); ++q) edge(q);
-        for (; q + 4 <= inner.hi; q += 4) inner_px(q, std::integral_constant<int, 4>{});
+        for (; q + 4 <= inner.hi; q += 4) {
+          inner_px(q, std::integral_constant<int, 4>{});
+          pf.step();
+        }
         for (; q < inner.hi; ++q) inner_px(q, std::integral_constant<int, 1>{});
         for (; q < Q; ++q) edge(q);
       }
+      i += outs;
     }
   });
 }
