@@ -1438,15 +1438,15 @@ void depthwise_backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor) 
       }
     });
   }
-  if (p.gw) {  // threads own ranges of output channels; per image partial sums in A
+  if (p.gw) {  // threads own ranges of output channels; per output row partial sums in A
     T* gw = static_cast<T*>(p.gw);
     pfor(0, s.K, 16, [&](int64_t k0, int64_t k1) {
       const int64_t kb = k1 - k0;
       std::vector<double> acc(size_t(g.RS * kb), 0.0);
       std::vector<A<T>> part(size_t(g.RS * kb));
-      for (int64_t n = 0; n < s.N; ++n) {
-        std::fill(part.begin(), part.end(), A<T>(0));
-        for (int64_t pp = 0; pp < s.P; ++pp)
+      for (int64_t n = 0; n < s.N; ++n)
+        for (int64_t pp = 0; pp < s.P; ++pp) {
+          std::fill(part.begin(), part.end(), A<T>(0));
           for (int64_t q = 0; q < s.Q; ++q) {
             const T* gp = gy + ((n * s.P + pp) * s.Q + q) * s.K + k0;
             for (int64_t r = 0; r < s.R; ++r) {
@@ -1464,8 +1464,8 @@ void depthwise_backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor) 
               }
             }
           }
-        for (size_t j = 0; j < part.size(); ++j) acc[j] += double(part[j]);
-      }
+          for (size_t j = 0; j < part.size(); ++j) acc[j] += double(part[j]);
+        }
       for (int64_t k = 0; k < kb; ++k)
         for (int64_t rs = 0; rs < g.RS; ++rs)
           store(gw + (k0 + k) * g.RS + rs, A<T>(acc[size_t(rs * kb + k)]));
