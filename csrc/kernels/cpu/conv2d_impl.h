@@ -1036,8 +1036,9 @@ constexpr int64_t kWideRow = 2 * kVec;
 
 // The NHWC kernels prefetch rows when input and output together exceed this: below it, they
 // stay in the caches from call to call, and the prefetches cost more than they save (on the
-// 2-core test machine, with a 32 MiB L3: 384 channels at 14 x 14, batch 8, 4.8 MB, ran 5-10%
-// slower with them; 240 at 28 x 28, 12 MB, 10-50% faster).
+// 2-core test machine, with a 32 MiB L3, averaged over three interleaved runs: 384 channels
+// at 14 x 14, batch 8, 4.8 MB, ran about 8% slower with them; 240 at 28 x 28, 12 MB, about
+// 30% faster).
 constexpr int64_t kPrefetchBytes = int64_t(8) << 20;
 
 template <typename T, int KR, int KS>
