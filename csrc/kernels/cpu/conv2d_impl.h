@@ -1075,13 +1075,13 @@ void depthwise_forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor) {
 // avoid those reads, but leave the output out of the caches for the next layer.)
 class RowPrefetch {
  public:
-  // This step computes output rows [i, i + now) (of N * P), the next [i + now, i + now + next);
+  // This step computes output rows [i, i + count) (of N * P), the next as many from i + count;
   // `steps`: the calls of step() to come in this one.
   template <typename T>
-  void plan(const Conv2dShape& s, const T* x, const T* y, int64_t i, int64_t now, int64_t next,
-            int64_t R, int64_t steps) {
+  void plan(const Conv2dShape& s, const T* x, const T* y, int64_t i, int64_t count, int64_t R,
+            int64_t steps) {
     n_seg_ = cur_ = off_ = 0;
-    const int64_t j = i + now, n = j / s.P, end = std::min(j + next, s.N * s.P);
+    const int64_t j = i + count, n = j / s.P, end = std::min(j + count, s.N * s.P);
     int64_t lines = 0;
     auto add = [&](const void* p, int64_t bytes, bool write) {
       if (n_seg_ == kMaxSeg) return;
@@ -1099,7 +1099,7 @@ class RowPrefetch {
     for (int64_t o = j; o < end; ++o) {
       for (int64_t r = 0; r < R && o / s.P == n; ++r) {
         const int64_t h = (o % s.P) * s.sh - s.pt + r * s.dh;
-        if (h < 0 || h >= s.H || reads(i, now, h) || reads(j, o - j, h)) continue;
+        if (h < 0 || h >= s.H || reads(i, count, h) || reads(j, o - j, h)) continue;
         add(x + (n * s.H + h) * s.W * s.C, s.W * s.C * int64_t(sizeof(T)), false);
       }
       add(y + o * s.Q * s.K, s.Q * s.K * int64_t(sizeof(T)), true);
@@ -1178,7 +1178,7 @@ void depthwise_forward_nhwc_k(const Conv2dFwdParams& p, const ParallelFor& pfor)
         const int64_t h = pp * s.sh - s.pt + r * s.dh;
         rows[size_t(r)] = h >= 0 && h < s.H ? x + (n * s.H + h) * s.W * s.C : zeros.data();
       }
-      if (prefetch) pf.plan(s, x, y, i, outs, outs, R, k_vec / kVec * ((s.Q + 3) / 4));
+      if (prefetch) pf.plan(s, x, y, i, outs, R, k_vec / kVec * ((s.Q + 3) / 4));
       // Channels [k0, K) of output pixel q of output row i + o, taps checked against the row.
       auto pixel = [&](int64_t o, int64_t q, int64_t k0) {
         for (int64_t k = k0; k < s.K; ++k) acc[size_t(k)] = bias[size_t(k)];
