@@ -935,6 +935,36 @@ bool lanes_fit(const Conv2dShape& s, int64_t R, int64_t S) {
   return (hp * wp + s.P * s.Q) * kVec * int64_t(sizeof(A<T>)) <= kLanesTileBytes;
 }
 
+// The lanes kernel's steps through its pixel-major tile and outputs, in elements.
+struct LanesGeo {
+  int64_t row, col, tap_row, tap_col, out_row;  // sh wp kVec, sw kVec, dh wp kVec, dw kVec, Q kVec
+};
+
+// NR output rows x NC columns of the lanes kernel from `src` (the tile at the first one's first
+// tap) into `dst`: NR NC independent sums per tap, so that the multiply-adds do not wait on one
+// another (one sum per pixel left the row ends of 7 x 7 planes latency-bound). `wt`: the taps'
+// weights, kVec per tap. A function of its arguments alone, so that the compiler keeps the
+// geometry in registers (through the closures it reloaded it after every store).
+template <typename T, int NR, int NC, int KR, int KS>
+inline void lanes_group(const A<T>* src, A<T>* dst, const A<T>* wt, const V<T>& b0, int64_t R,
+                        int64_t S, const LanesGeo& geo) {
+  if constexpr (KR * KS > 0) R = KR, S = KS;
+  const LanesGeo e = geo;
+  V<T> a[NR][NC];
+  for (int i = 0; i < NR; ++i)
+    for (int j = 0; j < NC; ++j) a[i][j] = b0;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t ss = 0; ss < S; ++ss) {
+      const V<T> wv = load_acc<T>(wt + (r * S + ss) * kVec);
+      const A<T>* const t = src + r * e.tap_row + ss * e.tap_col;
+      for (int i = 0; i < NR; ++i)
+        for (int j = 0; j < NC; ++j) a[i][j] += wv * load_acc<T>(t + i * e.row + j * e.col);
+    }
+  for (int i = 0; i < NR; ++i)
+    for (int j = 0; j < NC; ++j)
+      std::memcpy(dst + i * e.out_row + j * kVec, &a[i][j], sizeof(V<T>));
+}
+
 template <typename T, int KR, int KS>
 void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& pfor) {
   using Acc = A<T>;
@@ -959,26 +989,30 @@ void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& p
       const int64_t th = h + s.pt, tw = w + s.pl;
       slot[size_t(h * s.W + w)] = th < hp && tw < wp ? th * wp + tw : -1;
     }
-  const int64_t HW = g.HW, PQ = g.PQ, C = s.C, K = s.K, m = s.K / s.C, P = s.P, Q = s.Q, sh = s.sh,
-                sw = s.sw, dh = s.dh, dw = s.dw;
+  const int64_t HW = g.HW, PQ = g.PQ, C = s.C, K = s.K, m = s.K / s.C, P = s.P, Q = s.Q, RS = R * S;
+  const LanesGeo geo{s.sh * wp * kVec, s.sw * kVec, s.dh * wp * kVec, s.dw * kVec, s.Q * kVec};
+  const std::vector<T> zero_plane(size_t(HW), T{});
   pfor(0, s.N * blocks, 1, [&, R, S](int64_t i0, int64_t i1) {
     // The tile, and the outputs pixel-major (kVec lanes per pixel), zero-filled once: the
     // padding is never written. (Arrays of A, not of vectors: a std::vector of vectors would
     // instantiate library templates on a vector type, one symbol for every instruction set.)
     std::vector<Acc> tile(size_t(hp * wp * kVec), Acc(0)), out(size_t(PQ * kVec));
     auto put = [](Acc* dst, const Vt& v) { std::memcpy(dst, &v, sizeof v); };
+    std::vector<Acc> wv(size_t(RS * kVec));  // the block's taps, kVec weights each
+    Acc* const wblk = wv.data();
     Vt blk[kVec];
-    constexpr int64_t kTaps = KR * KS > 0 ? KR * KS : 1;
-    Vt wv_fixed[kTaps];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / blocks, k0 = i % blocks * kVec, nk = std::min(kVec, K - k0);
-      const T* const xn = x + n * C * HW;
       T* const yb = y + (n * K + k0) * PQ;
+      // The block's input planes (the lanes past the last channel read a plane of zeros).
+      const T* planes[kVec];
+      for (int64_t c = 0; c < kVec; ++c)
+        planes[c] =
+            c < nk ? x + (n * C + (m == 1 ? k0 + c : (k0 + c) / m)) * HW : zero_plane.data();
       // In: kVec positions of the block's planes at a time, transposed into pixels.
       for (int64_t f = 0; f < HW; f += kVec) {
         const int64_t f0 = std::min(f, HW - kVec);
-        for (int64_t c = 0; c < kVec; ++c)
-          blk[c] = c < nk ? loadv(xn + (k0 + c) / m * HW + f0) : Vt{};
+        for (int64_t c = 0; c < kVec; ++c) blk[c] = loadv(planes[c] + f0);
         transpose_block(blk);
         for (int64_t j = 0; j < kVec; ++j) {
           const int64_t t = slot[size_t(f0 + j)];
@@ -986,39 +1020,32 @@ void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& p
         }
       }
       // Compute: each output pixel's taps, kVec channels per vector.
-      auto tap = [&](int64_t t) -> Vt {
-        if constexpr (KR * KS > 0) return wv_fixed[t];
-        Vt v;
-        std::memcpy(&v, wt.data() + t * kp + k0, sizeof v);
-        return v;
-      };
-      if constexpr (KR * KS > 0)
-        for (int64_t t = 0; t < kTaps; ++t)
-          std::memcpy(&wv_fixed[t], wt.data() + t * kp + k0, sizeof(Vt));
+      for (int64_t t = 0; t < RS; ++t)
+        std::memcpy(wblk + t * kVec, wt.data() + t * kp + k0, sizeof(Vt));
       Vt b0;
       std::memcpy(&b0, bias.data() + k0, sizeof b0);
-      for (int64_t pp = 0; pp < P; ++pp) {
-        const Acc* const trow = tile.data() + pp * sh * wp * kVec;
-        Acc* const orow = out.data() + pp * Q * kVec;
+      auto group = [&]<int NR, int NC>(int64_t pp, int64_t q) {
+        lanes_group<T, NR, NC, KR, KS>(tile.data() + (pp * geo.row + q * geo.col),
+                                       out.data() + (pp * geo.out_row + q * kVec), wblk, b0, R, S,
+                                       geo);
+      };
+      // Rows [pp, pp + NR): groups of 4 columns, then the rest (1 to 3) as one group. (Zen 4
+      // does one 16-lane multiply-add per cycle, 4 cycles each: 4 to 8 sums keep it busy;
+      // overlapping groups, which recompute pixels, cost more than the narrower last group.)
+      auto rows = [&]<int NR>(int64_t pp) {
         int64_t q = 0;
-        for (; q + 4 <= Q; q += 4) {
-          Vt a[4] = {b0, b0, b0, b0};
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t ss = 0; ss < S; ++ss) {
-              const Vt wv_ = tap(r * S + ss);
-              const Acc* src = trow + (r * dh * wp + q * sw + ss * dw) * kVec;
-              for (int j = 0; j < 4; ++j) a[j] += wv_ * load_acc<T>(src + j * sw * kVec);
-            }
-          for (int j = 0; j < 4; ++j) put(orow + (q + j) * kVec, a[j]);
+        for (; q + 4 <= Q; q += 4) group.template operator()<NR, 4>(pp, q);
+        switch (Q - q) {
+          case 3: group.template operator()<NR, 3>(pp, q); break;
+          case 2: group.template operator()<NR, 2>(pp, q); break;
+          case 1: group.template operator()<NR, 1>(pp, q); break;
+          default: break;
         }
-        for (; q < Q; ++q) {
-          Vt a = b0;
-          for (int64_t r = 0; r < R; ++r)
-            for (int64_t ss = 0; ss < S; ++ss)
-              a += tap(r * S + ss) * load_acc<T>(trow + (r * dh * wp + q * sw + ss * dw) * kVec);
-          put(orow + q * kVec, a);
-        }
-      }
+      };
+      // Pairs of rows, then the last row if P is odd.
+      int64_t pp = 0;
+      for (; pp + 2 <= P; pp += 2) rows.template operator()<2>(pp);
+      if (pp < P) rows.template operator()<1>(pp);
       // Out: kVec output pixels at a time, transposed back into the block's planes.
       for (int64_t o = 0; o < PQ; o += kVec) {
         const int64_t o0 = std::min(o, PQ - kVec);
