@@ -59,12 +59,14 @@ void note_thread_id();
 
 // at::parallel_for as a fl::ParallelFor, so kernels share torch's thread pool.
 inline ParallelFor torch_parallel_for() {
-  return [](int64_t begin, int64_t end, int64_t grain, const ParallelBody& body) {
-    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
-      note_thread_id();
-      body(b, e);
-    });
-  };
+  return ParallelFor(
+      [](int64_t begin, int64_t end, int64_t grain, const ParallelBody& body) {
+        at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
+          note_thread_id();
+          body(b, e);
+        });
+      },
+      at::in_parallel_region() ? 1 : at::get_num_threads());
 }
 
 }  // namespace ops

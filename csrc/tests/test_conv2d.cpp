@@ -107,8 +107,12 @@ void check(const Case& c, bool cl, DType dt, double tol) {
         }
   std::vector<T> y(gy.size(), from_d<T>(NAN)), gx(x.size(), from_d<T>(NAN)),
       gw(w.size(), from_d<T>(NAN)), gb(b.size(), from_d<T>(NAN));
-  cpu::conv2d_forward(Conv2dFwdParams{s, x.data(), w.data(), b.data(), y.data()}, thread_for,
-                      naive_gemm);
+  // The forward sizes its tasks by the workers the loop reports: one, and three.
+  std::vector<T> y3(gy.size(), from_d<T>(NAN));
+  cpu::conv2d_forward(Conv2dFwdParams{s, x.data(), w.data(), b.data(), y.data()},
+                      ParallelFor(thread_for, 1), naive_gemm);
+  cpu::conv2d_forward(Conv2dFwdParams{s, x.data(), w.data(), b.data(), y3.data()},
+                      ParallelFor(thread_for, 3), naive_gemm);
   cpu::conv2d_backward(
       Conv2dBwdParams{s, gy.data(), x.data(), w.data(), gx.data(), gw.data(), gb.data()},
       thread_for, naive_gemm);
@@ -126,6 +130,7 @@ void check(const Case& c, bool cl, DType dt, double tol) {
            long(c.dw), long(c.groups), cl ? "nhwc" : "nchw", int(dt), worst, tol);
   };
   cmp(y, y_ref, "forward");
+  cmp(y3, y_ref, "forward, 3 workers");
   cmp(gx, gx_ref, "grad_input");
   cmp(gw, gw_ref, "grad_weight");
   cmp(gb, gb_ref, "grad_bias");

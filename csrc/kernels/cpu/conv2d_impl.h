@@ -30,6 +30,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#include <memory>
 #include <utility>
 
 namespace fl {
@@ -55,6 +56,24 @@ constexpr int64_t kMinTasks = 8;
 
 int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// A buffer that grows without zero-filling, for the forward's im2col and GEMM outputs (each
+// filled in whole before it is read: zero-filling a task's few MB cost ~5% at res5).
+template <typename U>
+class Scratch {
+ public:
+  U* get(int64_t n) {
+    if (n > cap_) {
+      buf_.reset(new U[size_t(n)]);
+      cap_ = n;
+    }
+    return buf_.get();
+  }
+
+ private:
+  std::unique_ptr<U[]> buf_;
+  int64_t cap_ = 0;
+};
 
 // [lo, hi): the outputs o in [0, out) whose tap o * stride + offset lies in [0, in).
 struct Range {
@@ -234,11 +253,16 @@ void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
   // Tasks, each with its own im2col buffer (within the task budget, so it stays in the
   // core's cache while the GEMM reads it): blocks of pb output rows of one image, enough
   // of them for the threads; or, for small images (a GEMM a few dozen columns wide runs
-  // slowly), groups of nb whole images, at least four groups.
+  // slowly), groups of nb whole images, one group per thread (up to 512 columns and
+  // kColBudget bytes).
   std::vector<Chunk> tasks;
-  const int64_t nb = g.PQ >= 128 ? 1
-                                 : std::clamp<int64_t>(std::min((512 + g.PQ - 1) / g.PQ, s.N / 4),
-                                                       1, std::max<int64_t>(s.N, 1));
+  const int64_t nb =
+      g.PQ >= 128
+          ? 1
+          : std::clamp<int64_t>(std::min({(512 + g.PQ - 1) / g.PQ, ceil_div(s.N, pfor.workers()),
+                                          kColBudget / (std::max<int64_t>(1, g.CRS * g.PQ) *
+                                                        int64_t(sizeof(A<T>)))}),
+                                1, std::max<int64_t>(s.N, 1));
   if (nb > 1) {
     for (int64_t n = 0; n < s.N; n += nb) tasks.push_back({n, std::min(nb, s.N - n), 0, s.P});
   } else {
@@ -251,7 +275,7 @@ void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
       for (int64_t p0 = 0; p0 < s.P; p0 += pb) tasks.push_back({n, 1, p0, std::min(s.P, p0 + pb)});
   }
   pfor(0, int64_t(tasks.size()), 1, [&](int64_t t0, int64_t t1) {
-    std::vector<A<T>> col, out;
+    Scratch<A<T>> col, out;
     for (int64_t t = t0; t < t1; ++t) {
       const Chunk& ch = tasks[size_t(t)];
       const int64_t n = ch.n0, cols = ch.cols(s), off = ch.p0 * s.Q, len = cols / ch.nb;
@@ -264,9 +288,9 @@ void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
           b = reinterpret_cast<const A<T>*>(x + (n * s.C + grp * g.Cg) * g.HW + off);
           ldb = g.HW;
         } else {
-          col.resize(size_t(g.CRS * cols));
-          im2col_nchw(s, g, x, grp, ch, col.data(), serial_for);
-          b = col.data();
+          A<T>* const buf = col.get(g.CRS * cols);
+          im2col_nchw(s, g, x, grp, ch, buf, serial_for);
+          b = buf;
           ldb = cols;
         }
         A<T>* c;
@@ -275,8 +299,7 @@ void forward_nchw(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
           c = reinterpret_cast<A<T>*>(y + (n * s.K + grp * g.Kg) * g.PQ + off);
           ldc = g.PQ;
         } else {
-          out.resize(size_t(g.Kg * cols));
-          c = out.data();
+          c = out.get(g.Kg * cols);
           ldc = cols;
         }
         gemm_call<T>(gemm, false, false, g.Kg, cols, g.CRS, w.data() + grp * g.Kg * g.CRS, g.CRS, b,
@@ -417,22 +440,25 @@ void forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
   const auto w = weight_rsc(s, g, static_cast<const T*>(p.w));
   const auto bias = bias_acc<T>(p);
   const bool in_place = pointwise(s) && std::is_same_v<T, A<T>>;
-  // Tasks of `rows` output pixels, each with its own im2col buffer (see forward_nchw).
-  const int64_t total = s.N * g.PQ;
-  const int64_t rows = std::clamp<int64_t>(
-      std::min<int64_t>(kTaskColBytes / (std::max<int64_t>(1, g.CRS) * int64_t(sizeof(A<T>))),
-                        (total + kMinTasks - 1) / kMinTasks),
-      16, std::max<int64_t>(total, 16));
+  // Tasks of `rows` output pixels, each with its own im2col buffer (see forward_nchw): where
+  // the output has at most 512 pixels per thread, one task per thread (up to kColBudget
+  // bytes).
+  const int64_t total = s.N * g.PQ, col_row = std::max<int64_t>(1, g.CRS) * int64_t(sizeof(A<T>));
+  int64_t rows = std::clamp<int64_t>(
+      std::min<int64_t>(kTaskColBytes / col_row, (total + kMinTasks - 1) / kMinTasks), 16,
+      std::max<int64_t>(total, 16));
+  if (total <= 512 * pfor.workers())
+    rows = std::clamp<int64_t>(std::min(ceil_div(total, pfor.workers()), kColBudget / col_row), 16,
+                               std::max<int64_t>(total, 16));
   pfor(0, (total + rows - 1) / rows, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<A<T>> col, out;
+    Scratch<A<T>> col, out;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i0 = t * rows, i1 = std::min(total, i0 + rows), nr = i1 - i0;
       A<T>* c;
       if constexpr (std::is_same_v<T, A<T>>) {
         c = y + i0 * s.K;
       } else {
-        out.resize(size_t(nr * s.K));
-        c = out.data();
+        c = out.get(nr * s.K);
       }
       for (int64_t grp = 0; grp < s.groups; ++grp) {
         const A<T>* a;
@@ -441,9 +467,9 @@ void forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
           a = reinterpret_cast<const A<T>*>(x + i0 * s.C + grp * g.Cg);
           lda = s.C;
         } else {
-          col.resize(size_t(nr * g.CRS));
-          im2col_nhwc(s, g, x, grp, i0, i1, col.data(), serial_for);
-          a = col.data();
+          A<T>* const buf = col.get(nr * g.CRS);
+          im2col_nhwc(s, g, x, grp, i0, i1, buf, serial_for);
+          a = buf;
           lda = g.CRS;
         }
         gemm_call<T>(gemm, false, true, nr, g.Kg, g.CRS, a, lda, w.data() + grp * g.Kg * g.CRS,
@@ -935,6 +961,9 @@ bool lanes_fit(const Conv2dShape& s, int64_t R, int64_t S) {
   return (hp * wp + s.P * s.Q) * kVec * int64_t(sizeof(A<T>)) <= kLanesTileBytes;
 }
 
+template <int N>
+using Int = std::integral_constant<int, N>;
+
 // The lanes kernel's steps through its pixel-major tile and outputs, in elements.
 struct LanesGeo {
   int64_t row, col, tap_row, tap_col, out_row;  // sh wp kVec, sw kVec, dh wp kVec, dw kVec, Q kVec
@@ -1024,28 +1053,29 @@ void depthwise_forward_nchw_lanes(const Conv2dFwdParams& p, const ParallelFor& p
         std::memcpy(wblk + t * kVec, wt.data() + t * kp + k0, sizeof(Vt));
       Vt b0;
       std::memcpy(&b0, bias.data() + k0, sizeof b0);
-      auto group = [&]<int NR, int NC>(int64_t pp, int64_t q) {
-        lanes_group<T, NR, NC, KR, KS>(tile.data() + (pp * geo.row + q * geo.col),
-                                       out.data() + (pp * geo.out_row + q * kVec), wblk, b0, R, S,
-                                       geo);
+      // (Sizes as std::integral_constant arguments: generic lambdas, not C++20 template ones.)
+      auto group = [&](auto nr, auto nc, int64_t pp, int64_t q) {
+        lanes_group<T, decltype(nr)::value, decltype(nc)::value, KR, KS>(
+            tile.data() + (pp * geo.row + q * geo.col), out.data() + (pp * geo.out_row + q * kVec),
+            wblk, b0, R, S, geo);
       };
-      // Rows [pp, pp + NR): groups of 4 columns, then the rest (1 to 3) as one group. (Zen 4
+      // Rows [pp, pp + nr): groups of 4 columns, then the rest (1 to 3) as one group. (Zen 4
       // does one 16-lane multiply-add per cycle, 4 cycles each: 4 to 8 sums keep it busy;
       // overlapping groups, which recompute pixels, cost more than the narrower last group.)
-      auto rows = [&]<int NR>(int64_t pp) {
+      auto rows = [&](auto nr, int64_t pp) {
         int64_t q = 0;
-        for (; q + 4 <= Q; q += 4) group.template operator()<NR, 4>(pp, q);
+        for (; q + 4 <= Q; q += 4) group(nr, Int<4>{}, pp, q);
         switch (Q - q) {
-          case 3: group.template operator()<NR, 3>(pp, q); break;
-          case 2: group.template operator()<NR, 2>(pp, q); break;
-          case 1: group.template operator()<NR, 1>(pp, q); break;
+          case 3: group(nr, Int<3>{}, pp, q); break;
+          case 2: group(nr, Int<2>{}, pp, q); break;
+          case 1: group(nr, Int<1>{}, pp, q); break;
           default: break;
         }
       };
       // Pairs of rows, then the last row if P is odd.
       int64_t pp = 0;
-      for (; pp + 2 <= P; pp += 2) rows.template operator()<2>(pp);
-      if (pp < P) rows.template operator()<1>(pp);
+      for (; pp + 2 <= P; pp += 2) rows(Int<2>{}, pp);
+      if (pp < P) rows(Int<1>{}, pp);
       // Out: kVec output pixels at a time, transposed back into the block's planes.
       for (int64_t o = 0; o < PQ; o += kVec) {
         const int64_t o0 = std::min(o, PQ - kVec);
