@@ -4,6 +4,7 @@
 // float64 and bfloat16. The GEMM stage is a plain loop (the extension uses ATen's).
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
@@ -116,6 +117,16 @@ void check(const Case& c, bool cl, DType dt, double tol) {
   cpu::conv2d_backward(
       Conv2dBwdParams{s, gy.data(), x.data(), w.data(), gx.data(), gw.data(), gb.data()},
       thread_for, naive_gemm);
+  // NCHW depthwise backward runs through NHWC copies below a size, in place above it: both.
+  const bool dw_nchw = !cl && c.groups == c.C && c.C > 1;
+  std::vector<T> gx2(x.size(), from_d<T>(NAN)), gw2(w.size(), from_d<T>(NAN));
+  if (dw_nchw) {
+    setenv("FASTLAYERS_DEPTHWISE_COPY_BYTES", "0", 1);
+    cpu::conv2d_backward(
+        Conv2dBwdParams{s, gy.data(), x.data(), w.data(), gx2.data(), gw2.data(), nullptr},
+        thread_for, naive_gemm);
+    unsetenv("FASTLAYERS_DEPTHWISE_COPY_BYTES");
+  }
   auto cmp = [&](const std::vector<T>& got, const std::vector<double>& ref, const char* what) {
     double worst = 0;
     for (size_t i = 0; i < ref.size(); ++i) {
@@ -133,6 +144,10 @@ void check(const Case& c, bool cl, DType dt, double tol) {
   cmp(y3, y_ref, "forward, 3 workers");
   cmp(gx, gx_ref, "grad_input");
   cmp(gw, gw_ref, "grad_weight");
+  if (dw_nchw) {
+    cmp(gx2, gx_ref, "grad_input (in place)");
+    cmp(gw2, gw_ref, "grad_weight (in place)");
+  }
   cmp(gb, gb_ref, "grad_bias");
 }
 
