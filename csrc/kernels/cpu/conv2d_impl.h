@@ -1537,22 +1537,29 @@ void depthwise_backward_nhwc(const Conv2dBwdParams& p, const ParallelFor& pfor) 
   }
 }
 
-// dst[n][c][r] = src[n][r][c] for images n < N of a rows x cols matrix each, in 16 x 16 tiles
-// (threads take tiles of 16 rows).
+// dst[n][c][r] = src[n][r][c] for images n < N of a rows x cols matrix each, in kVec x kVec
+// tiles transposed in registers (threads take tiles of kVec rows; a row tail goes element by
+// element, and a column tail as a last tile overlapping the one before).
 template <typename T>
 void transpose_images(const T* src, T* dst, int64_t N, int64_t rows, int64_t cols,
                       const ParallelFor& pfor) {
-  constexpr int64_t B = 16;
-  const int64_t rb = ceil_div(rows, B);
+  const int64_t rb = ceil_div(rows, kVec);
   pfor(0, N * rb, 1, [&](int64_t i0, int64_t i1) {
+    V<T> blk[kVec];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t n = i / rb, r0 = i % rb * B, r1 = std::min(rows, r0 + B);
+      const int64_t n = i / rb, r0 = i % rb * kVec, r1 = std::min(rows, r0 + kVec);
       const T* const sp = src + n * rows * cols;
       T* const dp = dst + n * rows * cols;
-      for (int64_t c0 = 0; c0 < cols; c0 += B) {
-        const int64_t c1 = std::min(cols, c0 + B);
-        for (int64_t c = c0; c < c1; ++c)
+      if (r1 - r0 < kVec || cols < kVec) {
+        for (int64_t c = 0; c < cols; ++c)
           for (int64_t r = r0; r < r1; ++r) dp[c * rows + r] = sp[r * cols + c];
+        continue;
+      }
+      for (int64_t c = 0; c < cols; c += kVec) {
+        const int64_t c0 = std::min(c, cols - kVec);
+        for (int64_t j = 0; j < kVec; ++j) blk[j] = loadv(sp + (r0 + j) * cols + c0);
+        transpose_block(blk);
+        for (int64_t j = 0; j < kVec; ++j) storev(dp + (c0 + j) * rows + r0, blk[j]);
       }
     }
   });
