@@ -445,12 +445,11 @@ void forward_nhwc(const Conv2dFwdParams& p, const ParallelFor& pfor, const Gemm&
   // the output has at most 512 pixels per thread, one task per thread (up to kColBudget
   // bytes).
   const int64_t total = s.N * g.PQ, col_row = std::max<int64_t>(1, g.CRS) * int64_t(sizeof(A<T>));
-  int64_t rows = std::clamp<int64_t>(
-      std::min<int64_t>(kTaskColBytes / col_row, (total + kMinTasks - 1) / kMinTasks), 16,
-      std::max<int64_t>(total, 16));
-  if (total <= 512 * pfor.workers())
-    rows = std::clamp<int64_t>(std::min(ceil_div(total, pfor.workers()), kColBudget / col_row), 16,
-                               std::max<int64_t>(total, 16));
+  const int64_t rows =
+      std::clamp<int64_t>(total <= 512 * pfor.workers()
+                              ? std::min(ceil_div(total, pfor.workers()), kColBudget / col_row)
+                              : std::min(kTaskColBytes / col_row, ceil_div(total, kMinTasks)),
+                          16, std::max<int64_t>(total, 16));
   pfor(0, (total + rows - 1) / rows, 1, [&](int64_t t0, int64_t t1) {
     Scratch<A<T>> col, out;
     for (int64_t t = t0; t < t1; ++t) {
@@ -1585,18 +1584,19 @@ void depthwise_backward_nchw(const Conv2dBwdParams& p, const ParallelFor& pfor) 
   const int64_t bytes = (out + (p.gw ? in : 0) + (p.gx ? in : 0)) * int64_t(sizeof(T));
   if (bytes > depthwise_copy_bytes()) return depthwise_backward_nchw_direct<T>(p, pfor);
   Scratch<T> gyt, xt, gxt;
+  T* const gy = gyt.get(out);
+  T* const x = p.gw ? xt.get(in) : nullptr;
+  T* const gx = p.gx ? gxt.get(in) : nullptr;
+  transpose_images(static_cast<const T*>(p.gy), gy, s.N, s.K, PQ, pfor);
+  if (x) transpose_images(static_cast<const T*>(p.x), x, s.N, s.C, HW, pfor);
   Conv2dBwdParams q = p;
   q.s.channels_last = true;
+  q.gy = gy;
+  q.x = x ? x : p.x;
+  q.gx = gx;
   q.gb = nullptr;
-  transpose_images(static_cast<const T*>(p.gy), gyt.get(out), s.N, s.K, PQ, pfor);
-  q.gy = gyt.get(out);
-  if (p.gw) {
-    transpose_images(static_cast<const T*>(p.x), xt.get(in), s.N, s.C, HW, pfor);
-    q.x = xt.get(in);
-  }
-  if (p.gx) q.gx = gxt.get(in);
   depthwise_backward_nhwc<T>(q, pfor);
-  if (p.gx) transpose_images(gxt.get(in), static_cast<T*>(p.gx), s.N, HW, s.C, pfor);
+  if (gx) transpose_images(gx, static_cast<T*>(p.gx), s.N, HW, s.C, pfor);
 }
 
 // ---------------------------------------------------------------------------------------
